@@ -1,0 +1,43 @@
+"Fixtures shared by the tests: servers on loopback ports that stop when the tests end"
+import socket, threading, time, pytest, uvicorn
+
+def free_port() -> int:
+    "A TCP port on 127.0.0.1 that nothing listens on right now"
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+class Served:
+    "Serve an ASGI `app` with uvicorn on a free loopback port, in a thread, until `stop`"
+    def __init__(self, app, port=None):
+        self.port = port or free_port()
+        self.url = f'http://127.0.0.1:{self.port}'
+        self.server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=self.port, log_level='warning', lifespan='off'))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        for _ in range(500):
+            if self.server.started: return
+            time.sleep(0.01)
+        raise RuntimeError(f'server on port {self.port} did not start')
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+@pytest.fixture
+def serve():
+    "Call `serve(app)` to get a running `Served`; every server is stopped at the end of the test"
+    servers = []
+    def start(app, **kw):
+        servers.append(s := Served(app, **kw))
+        return s
+    yield start
+    for s in servers: s.stop()
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    "Nothing may be skipped: a skipped test is a test that did not run"
+    tr = session.config.pluginmanager.get_plugin('terminalreporter')
+    if tr and tr.stats.get('skipped'):
+        tr.write_line(f"FAILED: {len(tr.stats['skipped'])} test(s) skipped; every test must run", red=True)
+        session.exitstatus = 1
