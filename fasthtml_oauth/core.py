@@ -8,7 +8,7 @@ __all__ = ['loopback_hosts', 'http_patterns', 'log', 'get_host', 'hostname', 'ur
            'InsecureTransport', 'StateError', 'NonceError', 'IdTokenError', 'Token', 'UserInfo', 'AppClient',
            'check_url', 'pkce_challenge', 'LoginRequest', 'ssl_context']
 
-# %% ../nbs/api/00_core.ipynb #6f549d63
+# %% ../nbs/api/00_core.ipynb #d63b9a86
 import asyncio, base64, hashlib, json, logging, re, secrets, threading, time, weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, asdict
@@ -23,7 +23,7 @@ from fastcore.basics import patch
 
 from . import __version__
 
-# %% ../nbs/api/00_core.ipynb #86e113c8
+# %% ../nbs/api/00_core.ipynb #bf28567c
 loopback_hosts = ('localhost', '127.0.0.1', '[::1]')
 http_patterns = (r'^(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$',)
 _re_host = re.compile(r'^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?$')
@@ -50,7 +50,7 @@ def redir_url(request,
     if scheme is None: scheme = 'http' if hostname(host).lower() in loopback_hosts else 'https'
     return f"{scheme}://{host}{redir_path}"
 
-# %% ../nbs/api/00_core.ipynb #97baea0e
+# %% ../nbs/api/00_core.ipynb #533acbf9
 def safe_text(s, n:int=200) -> str:
     "`s` as one line of printable text of at most `n` characters"
     s = re.sub(r'[\x00-\x1f\x7f-\x9f\u2028\u2029]+', ' ', str(s if s is not None else '')).strip()
@@ -107,7 +107,7 @@ class IdTokenError(OAuthError):
     "The id_token failed verification (signature, issuer, audience, expiry)"
     error = 'invalid_id_token'
 
-# %% ../nbs/api/00_core.ipynb #fc7bc4f6
+# %% ../nbs/api/00_core.ipynb #32c7165e
 _secret_keys = ('access_token', 'refresh_token', 'id_token')
 
 class Token(dict):
@@ -141,7 +141,7 @@ class Token(dict):
         if isinstance(tok.get('scope'), list): tok['scope'] = ' '.join(tok['scope'])
         return tok
 
-# %% ../nbs/api/00_core.ipynb #69588535
+# %% ../nbs/api/00_core.ipynb #de2b4254
 def _verified(v) -> bool|None:
     "`True` only for a real `true` (some providers send the string `'true'`); `None` when absent"
     return None if v is None else v is True or str(v).lower() == 'true'
@@ -159,7 +159,7 @@ class UserInfo(dict):
         return cls(raw, ident=g(id_key), email=g('email'), email_verified=_verified(g('email_verified')), name=g('name'),
                    picture=g('picture') or g('avatar_url'), username=g('preferred_username') or g('login') or g('username'))
 
-# %% ../nbs/api/00_core.ipynb #65ad8d7c
+# %% ../nbs/api/00_core.ipynb #c58f54c8
 _config = ('base_url', 'token_url', 'info_url', 'revoke_url', 'id_key', 'token_auth')
 
 class AppClient:
@@ -183,7 +183,7 @@ class AppClient:
 
     def __repr__(self): return f"{type(self).__name__}(client_id={self.client_id!r})"
 
-# %% ../nbs/api/00_core.ipynb #fbbacd45
+# %% ../nbs/api/00_core.ipynb #72943b87
 def check_url(url, what:str='endpoint') -> str:
     "`url` if it is `https`, or plain `http` on a loopback host; else `InsecureTransport`"
     if not url: raise OAuthError(f"This client has no {what} URL")
@@ -191,7 +191,7 @@ def check_url(url, what:str='endpoint') -> str:
     if u.scheme == 'https' or (u.scheme == 'http' and u.hostname in ('localhost', '127.0.0.1', '::1')): return str(url)
     raise InsecureTransport(f"Refusing to send OAuth data to {u.scheme}://{u.netloc}: use https (plain http is allowed only on loopback)")
 
-# %% ../nbs/api/00_core.ipynb #219204af
+# %% ../nbs/api/00_core.ipynb #68604c15
 def pkce_challenge(verifier:str) -> str:
     "The S256 `code_challenge` for `verifier` (RFC 7636 §4.2)"
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b'=').decode()
@@ -235,7 +235,7 @@ def login_request(self:AppClient,
     url = self._grant_uri(redirect_uri, scope, state, code_challenge=pkce_challenge(verifier), code_challenge_method='S256', **kwargs)
     return LoginRequest(url, state, verifier, redirect_uri, nonce or None, payload, time.time())
 
-# %% ../nbs/api/00_core.ipynb #a10b01b7
+# %% ../nbs/api/00_core.ipynb #2cd3a089
 @patch
 def login_link(self:AppClient,
                redirect_uri:str,          # Full callback URL registered with the provider
@@ -245,7 +245,7 @@ def login_link(self:AppClient,
     "A URL that sends the user to the provider's consent page"
     return self._grant_uri(redirect_uri, scope or self.scope, state, **kwargs)
 
-# %% ../nbs/api/00_core.ipynb #e23ff0ae
+# %% ../nbs/api/00_core.ipynb #a4eff6f4
 log = logging.getLogger('fasthtml_oauth')
 _headers = {'User-Agent': f'fasthtml-oauth/{__version__}', 'Accept': 'application/json'}
 
@@ -296,7 +296,7 @@ def _send(self:AppClient, method, url, what='endpoint', auth=None, **kw) -> http
     log.debug("%s %s -> HTTP %s", method, req.url.copy_with(query=None), res.status_code)
     return res
 
-# %% ../nbs/api/00_core.ipynb #22fba7cf
+# %% ../nbs/api/00_core.ipynb #927b9af3
 @patch
 def _token_request(self:AppClient, grant_type:str, **kw) -> dict:
     "Arguments for `_send`/`_asend` of a token-endpoint call with the client's credentials"
@@ -339,12 +339,12 @@ def parse_response(self:AppClient, code:str, redirect_uri:str, code_verifier:str
     self.token = tok = self._token_from(res)
     return tok
 
-# %% ../nbs/api/00_core.ipynb #c94488e8
+# %% ../nbs/api/00_core.ipynb #d6936956
 def _get_token(self) -> Token|None: return self._token.get()
 def _set_token(self, tok): self._token.set(Token(tok) if isinstance(tok, dict) and not isinstance(tok, Token) else tok)
 AppClient.token = property(_get_token, _set_token, doc="The `Token` from this task's or thread's last exchange or refresh")
 
-# %% ../nbs/api/00_core.ipynb #e69b092c
+# %% ../nbs/api/00_core.ipynb #6b872e4b
 @patch
 def to_info(self:AppClient, raw:dict) -> UserInfo:
     "The provider's `raw` user info as a `UserInfo`; providers override this to map their own fields"
@@ -401,24 +401,32 @@ def retr_id(self:AppClient, code:str, redirect_uri:str, code_verifier:str|None=N
     "Synchronous `retr_id_async`"
     return self.retr_info(code, redirect_uri, code_verifier)[self.id_key]
 
-# %% ../nbs/api/00_core.ipynb #eb23ee84
+# %% ../nbs/api/00_core.ipynb #36fa31b8
 @patch
-async def refresh_async(self:AppClient, token:Token|dict|str, scope:str|list|None=None) -> Token:
-    "A fresh `Token` for `token`'s refresh token; it also becomes `self.token`"
+def _refresh_request(self:AppClient, token, scope) -> tuple:
+    "The refresh token in `token`, and the token-endpoint request that trades it"
     rt = token.get('refresh_token') if isinstance(token, dict) else token
     if not rt: raise TokenError("This token has no refresh_token")
-    self.token = new = self._token_from(await self._asend(**self._token_request('refresh_token', refresh_token=rt, scope=scope)))
+    return rt, self._token_request('refresh_token', refresh_token=rt, scope=scope)
+
+@patch
+def _refreshed(self:AppClient, res:httpx.Response, rt:str) -> Token:
+    "The new `Token`, keeping the old refresh token when the provider sent none"
+    self.token = new = self._token_from(res)
     new.setdefault('refresh_token', rt)
     return new
 
 @patch
+async def refresh_async(self:AppClient, token:Token|dict|str, scope:str|list|None=None) -> Token:
+    "A fresh `Token` for `token`'s refresh token; it also becomes `self.token`"
+    rt, req = self._refresh_request(token, scope)
+    return self._refreshed(await self._asend(**req), rt)
+
+@patch
 def refresh(self:AppClient, token:Token|dict|str, scope:str|list|None=None) -> Token:
     "Synchronous `refresh_async`"
-    rt = token.get('refresh_token') if isinstance(token, dict) else token
-    if not rt: raise TokenError("This token has no refresh_token")
-    self.token = new = self._token_from(self._send(**self._token_request('refresh_token', refresh_token=rt, scope=scope)))
-    new.setdefault('refresh_token', rt)
-    return new
+    rt, req = self._refresh_request(token, scope)
+    return self._refreshed(self._send(**req), rt)
 
 @patch
 def _revoke_request(self:AppClient, token, token_type_hint) -> dict:
