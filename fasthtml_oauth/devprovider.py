@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['DevProvider', 'DevTransport']
 
-# %% ../nbs/api/04_devprovider.ipynb #8fc1c9cc
+# %% ../nbs/api/04_devprovider.ipynb #d7f7328b
 import asyncio, base64, hashlib, hmac, re, secrets, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode, urlsplit, unquote_plus, parse_qsl
@@ -20,7 +20,7 @@ from starlette.routing import Route
 from fasthtml.common import to_xml, Html, Head, Title, Meta, Style, Body, Main, Header, H1, P, Form, Input, Button, Label, Code, Strong, Script
 from .core import pkce_challenge
 
-# %% ../nbs/api/04_devprovider.ipynb #acfacd1a
+# %% ../nbs/api/04_devprovider.ipynb #42715645
 class DevProvider:
     "A development OpenID provider; the instance is an ASGI app (`uvicorn.run(dp, ...)` serves it)"
     def __init__(self,
@@ -56,7 +56,7 @@ _routes = [('discovery', '/.well-known/openid-configuration', ['GET']), ('jwks',
            ('authorize', '/authorize', ['GET', 'POST']), ('token', '/token', ['POST']),
            ('userinfo', '/userinfo', ['GET', 'POST']), ('revoke', '/revoke', ['POST'])]
 
-# %% ../nbs/api/04_devprovider.ipynb #eaa23c8e
+# %% ../nbs/api/04_devprovider.ipynb #7b91d3ee
 @patch
 def rotate_keys(self:DevProvider, alg:str|None=None):
     "Sign with a new key under a new `kid`; the old key is dropped from the JWKS"
@@ -74,7 +74,7 @@ def jwks(self:DevProvider) -> dict:
     "The public JWKS the provider publishes"
     return KeySet([self.key]).as_dict(private=False)
 
-# %% ../nbs/api/04_devprovider.ipynb #30793ea8
+# %% ../nbs/api/04_devprovider.ipynb #bee72488
 @patch
 def user_claims(self:DevProvider, email:str, name:str|None=None) -> dict:
     "The claims for the user signing in as `email`: `sub`, `email`, `email_verified`, `name`, and any set in `claims[email]`"
@@ -95,7 +95,7 @@ def id_token(self:DevProvider, client_id:str, user:dict, nonce:str|None=None) ->
         case 'bad_signature': key = self._rogue
     return jwt.encode(dict(alg=self.alg, kid=key.kid, typ='JWT'), c, key)
 
-# %% ../nbs/api/04_devprovider.ipynb #a6803398
+# %% ../nbs/api/04_devprovider.ipynb #88c261ff
 _dev_note = 'DevProvider: a development OpenID provider. Anyone can sign in as anyone; never use it in production.'
 
 @patch
@@ -117,7 +117,7 @@ def _endpoint(self:DevProvider, name:str):
         return res
     return endpoint
 
-# %% ../nbs/api/04_devprovider.ipynb #52d29936
+# %% ../nbs/api/04_devprovider.ipynb #c4c41cbf
 @patch
 async def _discovery(self:DevProvider, req):
     u = self.url
@@ -134,7 +134,7 @@ async def _discovery(self:DevProvider, req):
 @patch
 async def _jwks(self:DevProvider, req): return JSONResponse(self.jwks)
 
-# %% ../nbs/api/04_devprovider.ipynb #0fd6d89d
+# %% ../nbs/api/04_devprovider.ipynb #26d74a9b
 _authz_params = ('client_id', 'redirect_uri', 'response_type', 'scope', 'state', 'nonce', 'code_challenge', 'code_challenge_method', 'response_mode')
 _re_email = re.compile(r'^[^@\s<>"]{1,64}@[^@\s<>"]{1,190}$')
 
@@ -187,7 +187,7 @@ def _approve(self:DevProvider, p:dict, email:str, name:str|None, status:int=302)
                             scope=p.get('scope', ''), user=self.user_claims(email, (name or '')[:100] or None), exp=time.time() + self.code_ttl)
     return self._answer(p, status, code=code)
 
-# %% ../nbs/api/04_devprovider.ipynb #fe281d57
+# %% ../nbs/api/04_devprovider.ipynb #cc307a2d
 @patch
 def approve(self:DevProvider, url:str, email:str, name:str|None=None, deny:bool=False) -> str:
     "Sign in at login link `url` as `email` (or deny): the callback URL with `code` or `error`, `state` and `iss`"
@@ -198,7 +198,7 @@ def approve(self:DevProvider, url:str, email:str, name:str|None=None, deny:bool=
     if res.status_code not in (302, 303): raise ValueError(f"The provider did not send the browser back (HTTP {res.status_code})")
     return res.headers['location']
 
-# %% ../nbs/api/04_devprovider.ipynb #daf189dd
+# %% ../nbs/api/04_devprovider.ipynb #5afc1ac9
 def _oauth_error(error:str, description:str, status:int=400) -> JSONResponse:
     return JSONResponse(dict(error=error, error_description=description), status, headers={'Cache-Control': 'no-store'})
 
@@ -245,7 +245,7 @@ def _grant(self:DevProvider, cid, user, scope, nonce, rt=None) -> tuple:
     if 'openid' in scope.split(): body['id_token'] = self.id_token(cid, user, nonce)
     return JSONResponse(body, headers={'Cache-Control': 'no-store', 'Pragma': 'no-cache'}), (at, rt)
 
-# %% ../nbs/api/04_devprovider.ipynb #b0889ff6
+# %% ../nbs/api/04_devprovider.ipynb #952a79fc
 @patch
 async def _userinfo(self:DevProvider, req):
     at = req.headers.get('authorization', '')[7:] if req.headers.get('authorization', '')[:7].lower() == 'bearer ' else ''
@@ -268,7 +268,7 @@ async def _revoke(self:DevProvider, req):
     self._revoke_token(f.get('token', ''))
     return Response(status_code=200)
 
-# %% ../nbs/api/04_devprovider.ipynb #179dd017
+# %% ../nbs/api/04_devprovider.ipynb #4a7279d8
 class DevTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
     "An httpx transport into an ASGI `app`, for async and sync clients, honouring the request's read timeout"
     def __init__(self, app): self.asgi = httpx.ASGITransport(app)
