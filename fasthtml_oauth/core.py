@@ -8,7 +8,7 @@ __all__ = ['loopback_hosts', 'http_patterns', 'log', 'get_host', 'hostname', 'ur
            'InsecureTransport', 'StateError', 'NonceError', 'IdTokenError', 'Token', 'UserInfo', 'AppClient',
            'check_url', 'pkce_challenge', 'LoginRequest', 'ssl_context']
 
-# %% ../nbs/api/00_core.ipynb #d63b9a86
+# %% ../nbs/api/00_core.ipynb #0841dc7f
 import asyncio, base64, hashlib, json, logging, re, secrets, threading, time, weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, asdict
@@ -23,7 +23,7 @@ from fastcore.basics import patch
 
 from . import __version__
 
-# %% ../nbs/api/00_core.ipynb #bf28567c
+# %% ../nbs/api/00_core.ipynb #3e8fb084
 loopback_hosts = ('localhost', '127.0.0.1', '[::1]')
 http_patterns = (r'^(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$',)
 _re_host = re.compile(r'^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?$')
@@ -50,7 +50,7 @@ def redir_url(request,
     if scheme is None: scheme = 'http' if hostname(host).lower() in loopback_hosts else 'https'
     return f"{scheme}://{host}{redir_path}"
 
-# %% ../nbs/api/00_core.ipynb #533acbf9
+# %% ../nbs/api/00_core.ipynb #633ed264
 def safe_text(s, n:int=200) -> str:
     "`s` as one line of printable text of at most `n` characters"
     s = re.sub(r'[\x00-\x1f\x7f-\x9f\u2028\u2029]+', ' ', str(s if s is not None else '')).strip()
@@ -107,7 +107,7 @@ class IdTokenError(OAuthError):
     "The id_token failed verification (signature, issuer, audience, expiry)"
     error = 'invalid_id_token'
 
-# %% ../nbs/api/00_core.ipynb #32c7165e
+# %% ../nbs/api/00_core.ipynb #dffa79a1
 _secret_keys = ('access_token', 'refresh_token', 'id_token')
 
 class Token(dict):
@@ -141,7 +141,7 @@ class Token(dict):
         if isinstance(tok.get('scope'), list): tok['scope'] = ' '.join(tok['scope'])
         return tok
 
-# %% ../nbs/api/00_core.ipynb #de2b4254
+# %% ../nbs/api/00_core.ipynb #7af9d641
 def _verified(v) -> bool|None:
     "`True` only for a real `true` (some providers send the string `'true'`); `None` when absent"
     return None if v is None else v is True or str(v).lower() == 'true'
@@ -159,7 +159,7 @@ class UserInfo(dict):
         return cls(raw, ident=g(id_key), email=g('email'), email_verified=_verified(g('email_verified')), name=g('name'),
                    picture=g('picture') or g('avatar_url'), username=g('preferred_username') or g('login') or g('username'))
 
-# %% ../nbs/api/00_core.ipynb #c58f54c8
+# %% ../nbs/api/00_core.ipynb #6c66a275
 _config = ('base_url', 'token_url', 'info_url', 'revoke_url', 'id_key', 'token_auth')
 
 class AppClient:
@@ -182,8 +182,10 @@ class AppClient:
         self._token = ContextVar(f'fasthtml_oauth_token_{id(self)}', default=None)
 
     def __repr__(self): return f"{type(self).__name__}(client_id={self.client_id!r})"
+    async def _ready_async(self): "Make sure the endpoint URLs are known (clients that discover them override this)"
+    def _ready(self): "Synchronous `_ready_async`"
 
-# %% ../nbs/api/00_core.ipynb #72943b87
+# %% ../nbs/api/00_core.ipynb #6dbe91f0
 def check_url(url, what:str='endpoint') -> str:
     "`url` if it is `https`, or plain `http` on a loopback host; else `InsecureTransport`"
     if not url: raise OAuthError(f"This client has no {what} URL")
@@ -191,7 +193,7 @@ def check_url(url, what:str='endpoint') -> str:
     if u.scheme == 'https' or (u.scheme == 'http' and u.hostname in ('localhost', '127.0.0.1', '::1')): return str(url)
     raise InsecureTransport(f"Refusing to send OAuth data to {u.scheme}://{u.netloc}: use https (plain http is allowed only on loopback)")
 
-# %% ../nbs/api/00_core.ipynb #68604c15
+# %% ../nbs/api/00_core.ipynb #f8b8eeea
 def pkce_challenge(verifier:str) -> str:
     "The S256 `code_challenge` for `verifier` (RFC 7636 §4.2)"
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b'=').decode()
@@ -214,6 +216,7 @@ class LoginRequest:
 @patch
 def _grant_uri(self:AppClient, redirect_uri, scope, state, **kwargs) -> str:
     "The authorization URL, built by oauthlib, with plain http kept for loopback providers"
+    self._ready()
     url = check_url(self.base_url, 'authorization endpoint')
     plain = url.startswith('http://')  # oauthlib refuses http; `check_url` has already vetted it
     res = prepare_grant_uri('https://' + url[7:] if plain else url, self.client_id, 'code', redirect_uri=redirect_uri,
@@ -235,7 +238,7 @@ def login_request(self:AppClient,
     url = self._grant_uri(redirect_uri, scope, state, code_challenge=pkce_challenge(verifier), code_challenge_method='S256', **kwargs)
     return LoginRequest(url, state, verifier, redirect_uri, nonce or None, payload, time.time())
 
-# %% ../nbs/api/00_core.ipynb #2cd3a089
+# %% ../nbs/api/00_core.ipynb #8d9102a7
 @patch
 def login_link(self:AppClient,
                redirect_uri:str,          # Full callback URL registered with the provider
@@ -245,7 +248,15 @@ def login_link(self:AppClient,
     "A URL that sends the user to the provider's consent page"
     return self._grant_uri(redirect_uri, scope or self.scope, state, **kwargs)
 
-# %% ../nbs/api/00_core.ipynb #a4eff6f4
+# %% ../nbs/api/00_core.ipynb #a998fdc7
+@patch
+async def login_request_async(self:AppClient, redirect_uri:str, scope:str|list|None=None, payload:str|None=None,
+                              nonce:str|bool|None=None, **kwargs) -> LoginRequest:
+    "`login_request`, after any endpoint discovery the client needs"
+    await self._ready_async()
+    return self.login_request(redirect_uri, scope, payload, nonce, **kwargs)
+
+# %% ../nbs/api/00_core.ipynb #c764273f
 log = logging.getLogger('fasthtml_oauth')
 _headers = {'User-Agent': f'fasthtml-oauth/{__version__}', 'Accept': 'application/json'}
 
@@ -296,7 +307,7 @@ def _send(self:AppClient, method, url, what='endpoint', auth=None, **kw) -> http
     log.debug("%s %s -> HTTP %s", method, req.url.copy_with(query=None), res.status_code)
     return res
 
-# %% ../nbs/api/00_core.ipynb #927b9af3
+# %% ../nbs/api/00_core.ipynb #5f98d278
 @patch
 def _token_request(self:AppClient, grant_type:str, **kw) -> dict:
     "Arguments for `_send`/`_asend` of a token-endpoint call with the client's credentials"
@@ -328,6 +339,7 @@ async def parse_response_async(self:AppClient,
                                code_verifier:str|None=None   # The login's PKCE verifier (`LoginRequest.code_verifier`)
                                ) -> Token:
     "Exchange `code` for a `Token`; it also becomes `self.token` in the current context"
+    await self._ready_async()
     res = await self._asend(**self._token_request('authorization_code', code=code, redirect_uri=redirect_uri, code_verifier=code_verifier))
     self.token = tok = self._token_from(res)
     return tok
@@ -335,16 +347,17 @@ async def parse_response_async(self:AppClient,
 @patch
 def parse_response(self:AppClient, code:str, redirect_uri:str, code_verifier:str|None=None) -> Token:
     "Synchronous `parse_response_async`"
+    self._ready()
     res = self._send(**self._token_request('authorization_code', code=code, redirect_uri=redirect_uri, code_verifier=code_verifier))
     self.token = tok = self._token_from(res)
     return tok
 
-# %% ../nbs/api/00_core.ipynb #d6936956
+# %% ../nbs/api/00_core.ipynb #f1ba02eb
 def _get_token(self) -> Token|None: return self._token.get()
 def _set_token(self, tok): self._token.set(Token(tok) if isinstance(tok, dict) and not isinstance(tok, Token) else tok)
 AppClient.token = property(_get_token, _set_token, doc="The `Token` from this task's or thread's last exchange or refresh")
 
-# %% ../nbs/api/00_core.ipynb #6b872e4b
+# %% ../nbs/api/00_core.ipynb #6a88167b
 @patch
 def to_info(self:AppClient, raw:dict) -> UserInfo:
     "The provider's `raw` user info as a `UserInfo`; providers override this to map their own fields"
@@ -374,34 +387,67 @@ def _info_from(self:AppClient, res:httpx.Response) -> UserInfo:
 @patch
 async def get_info_async(self:AppClient, token:Token|dict|str|None=None) -> UserInfo:
     "The user's info from `info_url`, using `token` (default: the current one)"
+    await self._ready_async()
     return self._info_from(await self._asend(**self._info_request(token)))
 
 @patch
 def get_info(self:AppClient, token:Token|dict|str|None=None) -> UserInfo:
     "Synchronous `get_info_async`"
+    self._ready()
     return self._info_from(self._send(**self._info_request(token)))
 
 @patch
-async def retr_info_async(self:AppClient, code:str, redirect_uri:str, code_verifier:str|None=None) -> UserInfo:
-    "Exchange `code`, then fetch the user's info with the new token"
-    return await self.get_info_async(await self.parse_response_async(code, redirect_uri, code_verifier))
+async def info_from_token_async(self:AppClient, token:Token, nonce:str|None=None) -> UserInfo:
+    "The user's info for a fresh `token` (OpenID clients verify its id_token against `nonce` and may skip the user info call)"
+    return await self.get_info_async(token)
 
 @patch
-def retr_info(self:AppClient, code:str, redirect_uri:str, code_verifier:str|None=None) -> UserInfo:
+def info_from_token(self:AppClient, token:Token, nonce:str|None=None) -> UserInfo:
+    "Synchronous `info_from_token_async`"
+    return self.get_info(token)
+
+@patch
+async def retr_info_async(self:AppClient, code:str, redirect_uri:str, code_verifier:str|None=None, nonce:str|None=None) -> UserInfo:
+    "Exchange `code`, then get the user's info with the new token"
+    return await self.info_from_token_async(await self.parse_response_async(code, redirect_uri, code_verifier), nonce)
+
+@patch
+def retr_info(self:AppClient, code:str, redirect_uri:str, code_verifier:str|None=None, nonce:str|None=None) -> UserInfo:
     "Synchronous `retr_info_async`"
-    return self.get_info(self.parse_response(code, redirect_uri, code_verifier))
+    return self.info_from_token(self.parse_response(code, redirect_uri, code_verifier), nonce)
 
 @patch
-async def retr_id_async(self:AppClient, code:str, redirect_uri:str, code_verifier:str|None=None):
+async def retr_id_async(self:AppClient, code:str, redirect_uri:str, code_verifier:str|None=None, nonce:str|None=None):
     "The user's identifier (`info[self.id_key]`) for `code`"
-    return (await self.retr_info_async(code, redirect_uri, code_verifier))[self.id_key]
+    return (await self.retr_info_async(code, redirect_uri, code_verifier, nonce))[self.id_key]
 
 @patch
-def retr_id(self:AppClient, code:str, redirect_uri:str, code_verifier:str|None=None):
+def retr_id(self:AppClient, code:str, redirect_uri:str, code_verifier:str|None=None, nonce:str|None=None):
     "Synchronous `retr_id_async`"
-    return self.retr_info(code, redirect_uri, code_verifier)[self.id_key]
+    return self.retr_info(code, redirect_uri, code_verifier, nonce)[self.id_key]
 
-# %% ../nbs/api/00_core.ipynb #36fa31b8
+# %% ../nbs/api/00_core.ipynb #94ebcfff
+@patch
+def check_iss(self:AppClient, iss:str|None):
+    "Check the callback's `iss` parameter (RFC 9207); plain OAuth 2 clients have no issuer to compare it with"
+
+@patch
+async def finish_login_async(self:AppClient, lr:LoginRequest, code:str, iss:str|None=None) -> tuple[Token, UserInfo]:
+    "Finish login `lr` with the callback's `code` (and `iss`): the `Token` and the user's `UserInfo`"
+    await self._ready_async()
+    self.check_iss(iss)
+    tok = await self.parse_response_async(code, lr.redirect_uri, lr.code_verifier)
+    return tok, await self.info_from_token_async(tok, lr.nonce)
+
+@patch
+def finish_login(self:AppClient, lr:LoginRequest, code:str, iss:str|None=None) -> tuple[Token, UserInfo]:
+    "Synchronous `finish_login_async`"
+    self._ready()
+    self.check_iss(iss)
+    tok = self.parse_response(code, lr.redirect_uri, lr.code_verifier)
+    return tok, self.info_from_token(tok, lr.nonce)
+
+# %% ../nbs/api/00_core.ipynb #af9c417b
 @patch
 def _refresh_request(self:AppClient, token, scope) -> tuple:
     "The refresh token in `token`, and the token-endpoint request that trades it"
@@ -419,12 +465,14 @@ def _refreshed(self:AppClient, res:httpx.Response, rt:str) -> Token:
 @patch
 async def refresh_async(self:AppClient, token:Token|dict|str, scope:str|list|None=None) -> Token:
     "A fresh `Token` for `token`'s refresh token; it also becomes `self.token`"
+    await self._ready_async()
     rt, req = self._refresh_request(token, scope)
     return self._refreshed(await self._asend(**req), rt)
 
 @patch
 def refresh(self:AppClient, token:Token|dict|str, scope:str|list|None=None) -> Token:
     "Synchronous `refresh_async`"
+    self._ready()
     rt, req = self._refresh_request(token, scope)
     return self._refreshed(self._send(**req), rt)
 
@@ -444,9 +492,11 @@ def _revoked(res:httpx.Response) -> bool:
 @patch
 async def revoke_async(self:AppClient, token:Token|dict|str, token_type_hint:str='access_token') -> bool:
     "Ask the provider to invalidate `token` (RFC 7009)"
+    await self._ready_async()
     return _revoked(await self._asend(**self._revoke_request(token, token_type_hint)))
 
 @patch
 def revoke(self:AppClient, token:Token|dict|str, token_type_hint:str='access_token') -> bool:
     "Synchronous `revoke_async`"
+    self._ready()
     return _revoked(self._send(**self._revoke_request(token, token_type_hint)))

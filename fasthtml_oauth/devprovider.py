@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['DevProvider', 'DevTransport']
 
-# %% ../nbs/api/04_devprovider.ipynb #d7f7328b
+# %% ../nbs/api/04_devprovider.ipynb #b2baa602
 import asyncio, base64, hashlib, hmac, re, secrets, threading, time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode, urlsplit, unquote_plus, parse_qsl
 from fastcore.basics import patch
@@ -20,7 +21,7 @@ from starlette.routing import Route
 from fasthtml.common import to_xml, Html, Head, Title, Meta, Style, Body, Main, Header, H1, P, Form, Input, Button, Label, Code, Strong, Script
 from .core import pkce_challenge
 
-# %% ../nbs/api/04_devprovider.ipynb #42715645
+# %% ../nbs/api/04_devprovider.ipynb #455d316b
 class DevProvider:
     "A development OpenID provider; the instance is an ASGI app (`uvicorn.run(dp, ...)` serves it)"
     def __init__(self,
@@ -31,7 +32,7 @@ class DevProvider:
                  auto_approve:str|dict|None=None):     # Skip the sign-in page, signing in as this email (or dict of `email`, `name`)
         self.issuer, self.code_ttl, self.token_ttl, self.auto_approve = issuer.rstrip('/'), code_ttl, token_ttl, auto_approve
         self.clients, self.codes, self.spent, self.access, self.refresh, self.claims = {}, {}, {}, {}, {}, {}
-        self.faults, self.latency, self.hang_for = {}, {}, 30.
+        self.faults, self.latency, self.hang_for, self.hits, self.id_token_claims = {}, {}, 30., Counter(), None
         self.rotate_keys(alg)
         base = urlsplit(self.issuer).path
         self.app = Starlette(routes=[Route(base + path, self._endpoint(name), methods=methods) for name, path, methods in _routes])
@@ -56,7 +57,7 @@ _routes = [('discovery', '/.well-known/openid-configuration', ['GET']), ('jwks',
            ('authorize', '/authorize', ['GET', 'POST']), ('token', '/token', ['POST']),
            ('userinfo', '/userinfo', ['GET', 'POST']), ('revoke', '/revoke', ['POST'])]
 
-# %% ../nbs/api/04_devprovider.ipynb #7b91d3ee
+# %% ../nbs/api/04_devprovider.ipynb #a70293ad
 @patch
 def rotate_keys(self:DevProvider, alg:str|None=None):
     "Sign with a new key under a new `kid`; the old key is dropped from the JWKS"
@@ -74,7 +75,7 @@ def jwks(self:DevProvider) -> dict:
     "The public JWKS the provider publishes"
     return KeySet([self.key]).as_dict(private=False)
 
-# %% ../nbs/api/04_devprovider.ipynb #bee72488
+# %% ../nbs/api/04_devprovider.ipynb #b012c570
 @patch
 def user_claims(self:DevProvider, email:str, name:str|None=None) -> dict:
     "The claims for the user signing in as `email`: `sub`, `email`, `email_verified`, `name`, and any set in `claims[email]`"
@@ -85,6 +86,7 @@ def user_claims(self:DevProvider, email:str, name:str|None=None) -> dict:
 def id_token(self:DevProvider, client_id:str, user:dict, nonce:str|None=None) -> str:
     "A signed id_token for `user` (claims from `user_claims`), altered as `faults['id_token']` asks"
     now, key = int(time.time()), self.key
+    if self.id_token_claims is not None: user = {k: v for k, v in user.items() if k in self.id_token_claims}
     c = dict(iss=self.issuer, aud=client_id, iat=now, exp=now + 600, auth_time=now) | user
     if nonce: c['nonce'] = nonce
     match self.faults.get('id_token'):
@@ -95,7 +97,7 @@ def id_token(self:DevProvider, client_id:str, user:dict, nonce:str|None=None) ->
         case 'bad_signature': key = self._rogue
     return jwt.encode(dict(alg=self.alg, kid=key.kid, typ='JWT'), c, key)
 
-# %% ../nbs/api/04_devprovider.ipynb #88c261ff
+# %% ../nbs/api/04_devprovider.ipynb #70f1a31d
 _dev_note = 'DevProvider: a development OpenID provider. Anyone can sign in as anyone; never use it in production.'
 
 @patch
@@ -103,6 +105,7 @@ def _endpoint(self:DevProvider, name:str):
     "The handler for endpoint `name`, with latency and forced faults applied"
     handler = getattr(self, '_' + name)
     async def endpoint(req):
+        self.hits[name] += 1
         delay = self.latency.get(name, 0) if isinstance(self.latency, dict) else self.latency
         if delay: await asyncio.sleep(delay)
         match self.faults.get(name):
@@ -117,7 +120,7 @@ def _endpoint(self:DevProvider, name:str):
         return res
     return endpoint
 
-# %% ../nbs/api/04_devprovider.ipynb #c4c41cbf
+# %% ../nbs/api/04_devprovider.ipynb #444d05a2
 @patch
 async def _discovery(self:DevProvider, req):
     u = self.url
@@ -134,7 +137,7 @@ async def _discovery(self:DevProvider, req):
 @patch
 async def _jwks(self:DevProvider, req): return JSONResponse(self.jwks)
 
-# %% ../nbs/api/04_devprovider.ipynb #26d74a9b
+# %% ../nbs/api/04_devprovider.ipynb #3fc7f367
 _authz_params = ('client_id', 'redirect_uri', 'response_type', 'scope', 'state', 'nonce', 'code_challenge', 'code_challenge_method', 'response_mode')
 _re_email = re.compile(r'^[^@\s<>"]{1,64}@[^@\s<>"]{1,190}$')
 
@@ -187,7 +190,7 @@ def _approve(self:DevProvider, p:dict, email:str, name:str|None, status:int=302)
                             scope=p.get('scope', ''), user=self.user_claims(email, (name or '')[:100] or None), exp=time.time() + self.code_ttl)
     return self._answer(p, status, code=code)
 
-# %% ../nbs/api/04_devprovider.ipynb #cc307a2d
+# %% ../nbs/api/04_devprovider.ipynb #b7d35d4c
 @patch
 def approve(self:DevProvider, url:str, email:str, name:str|None=None, deny:bool=False) -> str:
     "Sign in at login link `url` as `email` (or deny): the callback URL with `code` or `error`, `state` and `iss`"
@@ -198,7 +201,7 @@ def approve(self:DevProvider, url:str, email:str, name:str|None=None, deny:bool=
     if res.status_code not in (302, 303): raise ValueError(f"The provider did not send the browser back (HTTP {res.status_code})")
     return res.headers['location']
 
-# %% ../nbs/api/04_devprovider.ipynb #5afc1ac9
+# %% ../nbs/api/04_devprovider.ipynb #97c728a0
 def _oauth_error(error:str, description:str, status:int=400) -> JSONResponse:
     return JSONResponse(dict(error=error, error_description=description), status, headers={'Cache-Control': 'no-store'})
 
@@ -245,7 +248,7 @@ def _grant(self:DevProvider, cid, user, scope, nonce, rt=None) -> tuple:
     if 'openid' in scope.split(): body['id_token'] = self.id_token(cid, user, nonce)
     return JSONResponse(body, headers={'Cache-Control': 'no-store', 'Pragma': 'no-cache'}), (at, rt)
 
-# %% ../nbs/api/04_devprovider.ipynb #952a79fc
+# %% ../nbs/api/04_devprovider.ipynb #cd5ccf27
 @patch
 async def _userinfo(self:DevProvider, req):
     at = req.headers.get('authorization', '')[7:] if req.headers.get('authorization', '')[:7].lower() == 'bearer ' else ''
@@ -268,7 +271,7 @@ async def _revoke(self:DevProvider, req):
     self._revoke_token(f.get('token', ''))
     return Response(status_code=200)
 
-# %% ../nbs/api/04_devprovider.ipynb #4a7279d8
+# %% ../nbs/api/04_devprovider.ipynb #5aed1961
 class DevTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
     "An httpx transport into an ASGI `app`, for async and sync clients, honouring the request's read timeout"
     def __init__(self, app): self.asgi = httpx.ASGITransport(app)

@@ -56,3 +56,16 @@ def test_forced_hang_times_out_over_real_http(served):
     code = parse_qs(urlsplit(dp.approve(lr.url, 'ada@example.com')).query)['code'][0]
     quick = AppClient('demo-app', 'demo-secret', timeout=0.5, **dp.endpoints)
     with pytest.raises(ProviderTimeout): quick.parse_response(code, lr.redirect_uri, lr.code_verifier)
+
+def test_oidc_client_over_real_http(served):
+    from fasthtml_oauth.oidc import OIDCAppClient, IdTokenIssuerError
+    dp, _ = served
+    cli = OIDCAppClient('demo-app', 'demo-secret', issuer=dp.issuer, timeout=2)
+    async def login():
+        lr = await cli.login_request_async(REDIRECT)
+        q = {k: v[0] for k, v in parse_qs(urlsplit(dp.approve(lr.url, 'ada@example.com')).query).items()}
+        return await cli.finish_login_async(lr, q['code'], q['iss'])
+    tok, info = asyncio.run(login())
+    assert info.email == 'ada@example.com' and dp.hits['userinfo'] == 0
+    dp.faults['id_token'] = 'wrong_iss'
+    with pytest.raises(IdTokenIssuerError): asyncio.run(login())
