@@ -1,1 +1,5 @@
 __version__ = "0.0.1"
+
+from .core import *
+from .oidc import *
+from .providers import *

@@ -8,7 +8,7 @@ __all__ = ['loopback_hosts', 'http_patterns', 'log', 'get_host', 'hostname', 'ur
            'InsecureTransport', 'StateError', 'NonceError', 'IdTokenError', 'Token', 'UserInfo', 'AppClient',
            'check_url', 'pkce_challenge', 'LoginRequest', 'ssl_context']
 
-# %% ../nbs/api/00_core.ipynb #0841dc7f
+# %% ../nbs/api/00_core.ipynb #256a2a0b
 import asyncio, base64, hashlib, json, logging, re, secrets, threading, time, weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, asdict
@@ -23,7 +23,7 @@ from fastcore.basics import patch
 
 from . import __version__
 
-# %% ../nbs/api/00_core.ipynb #3e8fb084
+# %% ../nbs/api/00_core.ipynb #3d339a00
 loopback_hosts = ('localhost', '127.0.0.1', '[::1]')
 http_patterns = (r'^(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$',)
 _re_host = re.compile(r'^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?$')
@@ -50,7 +50,7 @@ def redir_url(request,
     if scheme is None: scheme = 'http' if hostname(host).lower() in loopback_hosts else 'https'
     return f"{scheme}://{host}{redir_path}"
 
-# %% ../nbs/api/00_core.ipynb #633ed264
+# %% ../nbs/api/00_core.ipynb #cbd9e0da
 def safe_text(s, n:int=200) -> str:
     "`s` as one line of printable text of at most `n` characters"
     s = re.sub(r'[\x00-\x1f\x7f-\x9f\u2028\u2029]+', ' ', str(s if s is not None else '')).strip()
@@ -107,7 +107,7 @@ class IdTokenError(OAuthError):
     "The id_token failed verification (signature, issuer, audience, expiry)"
     error = 'invalid_id_token'
 
-# %% ../nbs/api/00_core.ipynb #dffa79a1
+# %% ../nbs/api/00_core.ipynb #f3fcf099
 _secret_keys = ('access_token', 'refresh_token', 'id_token')
 
 class Token(dict):
@@ -141,7 +141,7 @@ class Token(dict):
         if isinstance(tok.get('scope'), list): tok['scope'] = ' '.join(tok['scope'])
         return tok
 
-# %% ../nbs/api/00_core.ipynb #7af9d641
+# %% ../nbs/api/00_core.ipynb #469e0237
 def _verified(v) -> bool|None:
     "`True` only for a real `true` (some providers send the string `'true'`); `None` when absent"
     return None if v is None else v is True or str(v).lower() == 'true'
@@ -157,9 +157,9 @@ class UserInfo(dict):
         "Add the common fields to the provider's `raw` answer"
         g = raw.get
         return cls(raw, ident=g(id_key), email=g('email'), email_verified=_verified(g('email_verified')), name=g('name'),
-                   picture=g('picture') or g('avatar_url'), username=g('preferred_username') or g('login') or g('username'))
+                   picture=g('picture') or g('avatar_url'), username=g('preferred_username') or g('login') or g('username') or g('nickname'))
 
-# %% ../nbs/api/00_core.ipynb #6c66a275
+# %% ../nbs/api/00_core.ipynb #f3bb89a5
 _config = ('base_url', 'token_url', 'info_url', 'revoke_url', 'id_key', 'token_auth')
 
 class AppClient:
@@ -185,7 +185,7 @@ class AppClient:
     async def _ready_async(self): "Make sure the endpoint URLs are known (clients that discover them override this)"
     def _ready(self): "Synchronous `_ready_async`"
 
-# %% ../nbs/api/00_core.ipynb #6dbe91f0
+# %% ../nbs/api/00_core.ipynb #d95d7e09
 def check_url(url, what:str='endpoint') -> str:
     "`url` if it is `https`, or plain `http` on a loopback host; else `InsecureTransport`"
     if not url: raise OAuthError(f"This client has no {what} URL")
@@ -193,7 +193,7 @@ def check_url(url, what:str='endpoint') -> str:
     if u.scheme == 'https' or (u.scheme == 'http' and u.hostname in ('localhost', '127.0.0.1', '::1')): return str(url)
     raise InsecureTransport(f"Refusing to send OAuth data to {u.scheme}://{u.netloc}: use https (plain http is allowed only on loopback)")
 
-# %% ../nbs/api/00_core.ipynb #f8b8eeea
+# %% ../nbs/api/00_core.ipynb #61d34867
 def pkce_challenge(verifier:str) -> str:
     "The S256 `code_challenge` for `verifier` (RFC 7636 §4.2)"
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b'=').decode()
@@ -224,6 +224,11 @@ def _grant_uri(self:AppClient, redirect_uri, scope, state, **kwargs) -> str:
     return 'http://' + res[8:] if plain else res
 
 @patch
+def wants_nonce(self:AppClient, scope) -> bool:
+    "Should a login with `scope` carry a nonce? For OpenID logins (`openid` in scope); providers that always issue id_tokens override this"
+    return 'openid' in (scope_to_list(scope) or [])
+
+@patch
 def login_request(self:AppClient,
                   redirect_uri:str,              # Full callback URL registered with the provider
                   scope:str|list|None=None,      # Scopes for this login; defaults to the client's
@@ -232,13 +237,13 @@ def login_request(self:AppClient,
                   **kwargs) -> LoginRequest:     # Extra query parameters, e.g. `prompt='consent'`
     "Start a login: a fresh `state`, PKCE S256 verifier and nonce, and the provider link carrying them"
     scope = scope or self.scope
-    if nonce is None and 'openid' in (scope_to_list(scope) or []): nonce = secrets.token_urlsafe(16)
+    if nonce is None and self.wants_nonce(scope): nonce = secrets.token_urlsafe(16)
     if nonce: kwargs['nonce'] = nonce
     state, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(48)
     url = self._grant_uri(redirect_uri, scope, state, code_challenge=pkce_challenge(verifier), code_challenge_method='S256', **kwargs)
     return LoginRequest(url, state, verifier, redirect_uri, nonce or None, payload, time.time())
 
-# %% ../nbs/api/00_core.ipynb #8d9102a7
+# %% ../nbs/api/00_core.ipynb #85f1593e
 @patch
 def login_link(self:AppClient,
                redirect_uri:str,          # Full callback URL registered with the provider
@@ -248,7 +253,7 @@ def login_link(self:AppClient,
     "A URL that sends the user to the provider's consent page"
     return self._grant_uri(redirect_uri, scope or self.scope, state, **kwargs)
 
-# %% ../nbs/api/00_core.ipynb #a998fdc7
+# %% ../nbs/api/00_core.ipynb #b1c3d39c
 @patch
 async def login_request_async(self:AppClient, redirect_uri:str, scope:str|list|None=None, payload:str|None=None,
                               nonce:str|bool|None=None, **kwargs) -> LoginRequest:
@@ -256,7 +261,7 @@ async def login_request_async(self:AppClient, redirect_uri:str, scope:str|list|N
     await self._ready_async()
     return self.login_request(redirect_uri, scope, payload, nonce, **kwargs)
 
-# %% ../nbs/api/00_core.ipynb #c764273f
+# %% ../nbs/api/00_core.ipynb #25b38374
 log = logging.getLogger('fasthtml_oauth')
 _headers = {'User-Agent': f'fasthtml-oauth/{__version__}', 'Accept': 'application/json'}
 
@@ -307,7 +312,7 @@ def _send(self:AppClient, method, url, what='endpoint', auth=None, **kw) -> http
     log.debug("%s %s -> HTTP %s", method, req.url.copy_with(query=None), res.status_code)
     return res
 
-# %% ../nbs/api/00_core.ipynb #5f98d278
+# %% ../nbs/api/00_core.ipynb #553f6133
 @patch
 def _token_request(self:AppClient, grant_type:str, **kw) -> dict:
     "Arguments for `_send`/`_asend` of a token-endpoint call with the client's credentials"
@@ -352,12 +357,12 @@ def parse_response(self:AppClient, code:str, redirect_uri:str, code_verifier:str
     self.token = tok = self._token_from(res)
     return tok
 
-# %% ../nbs/api/00_core.ipynb #f1ba02eb
+# %% ../nbs/api/00_core.ipynb #f6126338
 def _get_token(self) -> Token|None: return self._token.get()
 def _set_token(self, tok): self._token.set(Token(tok) if isinstance(tok, dict) and not isinstance(tok, Token) else tok)
 AppClient.token = property(_get_token, _set_token, doc="The `Token` from this task's or thread's last exchange or refresh")
 
-# %% ../nbs/api/00_core.ipynb #6a88167b
+# %% ../nbs/api/00_core.ipynb #ae9e102b
 @patch
 def to_info(self:AppClient, raw:dict) -> UserInfo:
     "The provider's `raw` user info as a `UserInfo`; providers override this to map their own fields"
@@ -426,28 +431,33 @@ def retr_id(self:AppClient, code:str, redirect_uri:str, code_verifier:str|None=N
     "Synchronous `retr_id_async`"
     return self.retr_info(code, redirect_uri, code_verifier, nonce)[self.id_key]
 
-# %% ../nbs/api/00_core.ipynb #94ebcfff
+# %% ../nbs/api/00_core.ipynb #aaa916d7
 @patch
 def check_iss(self:AppClient, iss:str|None):
     "Check the callback's `iss` parameter (RFC 9207); plain OAuth 2 clients have no issuer to compare it with"
 
 @patch
-async def finish_login_async(self:AppClient, lr:LoginRequest, code:str, iss:str|None=None) -> tuple[Token, UserInfo]:
-    "Finish login `lr` with the callback's `code` (and `iss`): the `Token` and the user's `UserInfo`"
+def info_from_callback(self:AppClient, info:UserInfo, fields:dict) -> UserInfo:
+    "Add what the callback's own `fields` say about the user (Apple posts the name there); most providers add nothing"
+    return info
+
+@patch
+async def finish_login_async(self:AppClient, lr:LoginRequest, code:str, iss:str|None=None, fields:dict|None=None) -> tuple[Token, UserInfo]:
+    "Finish login `lr` with the callback's `code` (and `iss`, and all its `fields`): the `Token` and the user's `UserInfo`"
     await self._ready_async()
     self.check_iss(iss)
     tok = await self.parse_response_async(code, lr.redirect_uri, lr.code_verifier)
-    return tok, await self.info_from_token_async(tok, lr.nonce)
+    return tok, self.info_from_callback(await self.info_from_token_async(tok, lr.nonce), fields or {})
 
 @patch
-def finish_login(self:AppClient, lr:LoginRequest, code:str, iss:str|None=None) -> tuple[Token, UserInfo]:
+def finish_login(self:AppClient, lr:LoginRequest, code:str, iss:str|None=None, fields:dict|None=None) -> tuple[Token, UserInfo]:
     "Synchronous `finish_login_async`"
     self._ready()
     self.check_iss(iss)
     tok = self.parse_response(code, lr.redirect_uri, lr.code_verifier)
-    return tok, self.info_from_token(tok, lr.nonce)
+    return tok, self.info_from_callback(self.info_from_token(tok, lr.nonce), fields or {})
 
-# %% ../nbs/api/00_core.ipynb #af9c417b
+# %% ../nbs/api/00_core.ipynb #3062caf5
 @patch
 def _refresh_request(self:AppClient, token, scope) -> tuple:
     "The refresh token in `token`, and the token-endpoint request that trades it"
@@ -485,7 +495,7 @@ def _revoke_request(self:AppClient, token, token_type_hint) -> dict:
     return dict(req, url=self.revoke_url, what='revocation endpoint')
 
 def _revoked(res:httpx.Response) -> bool:
-    if res.status_code == 200: return True
+    if res.status_code in (200, 204): return True
     if e := _error_body(res): raise ProviderError.of('to revoke the token', e['error'], e.get('error_description'))
     raise TokenError(f"The revocation endpoint answered HTTP {res.status_code}")
 

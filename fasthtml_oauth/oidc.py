@@ -6,7 +6,7 @@
 __all__ = ['signing_algs', 'IssuerMismatch', 'IdTokenSignatureError', 'UnknownKeyError', 'IdTokenIssuerError',
            'IdTokenAudienceError', 'IdTokenExpiredError', 'IdTokenNotYetValidError', 'OIDCAppClient']
 
-# %% ../nbs/api/01_oidc.ipynb #d049c90f
+# %% ../nbs/api/01_oidc.ipynb #a6054b7a
 import hmac, time
 import httpx
 from joserfc import jwt, jws
@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from .core import *
 from .core import _error_body
 
-# %% ../nbs/api/01_oidc.ipynb #66a50474
+# %% ../nbs/api/01_oidc.ipynb #8b6ebc5b
 class IssuerMismatch(OAuthError):
     "A discovery document or a callback's `iss` names a different issuer from the one configured"
     error = 'invalid_issuer'
@@ -39,17 +39,19 @@ class IdTokenExpiredError(IdTokenError):
 class IdTokenNotYetValidError(IdTokenError):
     "The id_token's `iat` or `nbf` lies in the future"
 
-# %% ../nbs/api/01_oidc.ipynb #22a32ffd
+# %% ../nbs/api/01_oidc.ipynb #a603d57e
 signing_algs = ('RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA')
 
 class OIDCAppClient(AppClient):
     "A client for any OpenID provider, configured by discovery from its `issuer` URL"
     scope, discovery_ttl, jwks_cooldown, leeway = 'openid email profile', 3600., 30., 60.
 
+    issuer = None
     def __init__(self, client_id:str, client_secret:str,
-                 issuer:str,                # The provider's issuer URL, exactly as its discovery document states it
+                 issuer:str|None=None,      # The provider's issuer URL, exactly as its discovery document states it
                  scope:str|list|None=None,  # Default `'openid email profile'`
                  **kwargs):                 # `AppClient` options: `transport`, `timeout`, endpoint overrides
+        if not (issuer := issuer or self.issuer): raise TypeError("OIDCAppClient needs the provider's issuer URL")
         self.issuer, self._meta, self._meta_at, self._jwks, self._kids, self._refetched_at = issuer, None, 0., None, set(), 0.
         super().__init__(client_id, client_secret, scope=scope, **kwargs)
 
@@ -64,7 +66,7 @@ def _discovered(attr, key):
 for attr, key in (('base_url', 'authorization_endpoint'), ('token_url', 'token_endpoint'),
                   ('info_url', 'userinfo_endpoint'), ('revoke_url', 'revocation_endpoint')): setattr(OIDCAppClient, attr, _discovered(attr, key))
 
-# %% ../nbs/api/01_oidc.ipynb #5dfa751e
+# %% ../nbs/api/01_oidc.ipynb #130dfdb8
 @patch
 def _discovery_url(self:OIDCAppClient) -> str: return self.issuer.rstrip('/') + '/.well-known/openid-configuration'
 
@@ -75,9 +77,14 @@ def _store_metadata(self:OIDCAppClient, res:httpx.Response) -> dict:
     try: d = res.json()
     except ValueError: raise InvalidResponse("The provider's discovery document is not JSON") from None
     if not isinstance(d, dict): raise InvalidResponse("The provider's discovery document is not a JSON object")
-    if d.get('issuer') != self.issuer: raise IssuerMismatch(f"The discovery document names issuer {safe_text(d.get('issuer'), 100)!r}, not {self.issuer!r}")
+    if not self.accepts_issuer(d.get('issuer')): raise IssuerMismatch(f"The discovery document names issuer {safe_text(d.get('issuer'), 100)!r}, not {self.issuer!r}")
     self._meta, self._meta_at = d, time.time()
     return d
+
+@patch
+def accepts_issuer(self:OIDCAppClient, iss) -> bool:
+    "Is `iss` the issuer a discovery document must name? (multi-tenant providers override this)"
+    return iss == self.issuer
 
 @patch
 def _stale(self:OIDCAppClient) -> bool: return self._meta is None or time.time() - self._meta_at >= self.discovery_ttl
@@ -99,7 +106,7 @@ async def _ready_async(self:OIDCAppClient): await self.metadata_async()
 @patch
 def _ready(self:OIDCAppClient): self.metadata()
 
-# %% ../nbs/api/01_oidc.ipynb #96a9219a
+# %% ../nbs/api/01_oidc.ipynb #469132c8
 @patch
 def _store_jwks(self:OIDCAppClient, res:httpx.Response) -> KeySet:
     if res.status_code != 200: raise InvalidResponse(f"The provider's JWKS answered HTTP {res.status_code}")
@@ -128,7 +135,7 @@ def jwks(self:OIDCAppClient, kid:str|None=None) -> KeySet:
     if self._need_jwks(kid): self._store_jwks(self._send('GET', self.metadata()['jwks_uri'], 'JWKS endpoint'))
     return self._jwks
 
-# %% ../nbs/api/01_oidc.ipynb #711d116a
+# %% ../nbs/api/01_oidc.ipynb #05839093
 @patch
 def _header(self:OIDCAppClient, id_token:str) -> dict:
     "The id_token's JOSE header, with its algorithm checked against the allow-list"
@@ -154,7 +161,7 @@ def _check_claims(self:OIDCAppClient, h:dict, keys:KeySet, id_token:str, nonce:s
     except BadSignatureError: raise IdTokenSignatureError("The id_token's signature does not verify with the provider's key") from None
     except (JoseError, ValueError): raise IdTokenSignatureError("The id_token could not be verified") from None
     now, L = time.time(), self.leeway
-    if c.get('iss') != self.expected_issuer(c): raise IdTokenIssuerError(f"The id_token was issued by {safe_text(c.get('iss'), 100)!r}, not {self.issuer!r}")
+    if c.get('iss') != (want := self.expected_issuer(c)): raise IdTokenIssuerError(f"The id_token was issued by {safe_text(c.get('iss'), 100)!r}, not {want!r}")
     aud = c.get('aud')
     auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
     if self.client_id not in auds: raise IdTokenAudienceError("The id_token is meant for another client")
@@ -181,14 +188,14 @@ def verify_id_token(self:OIDCAppClient, id_token:str, nonce:str|None=None) -> di
     h = self._header(id_token)
     return self._check_claims(h, self.jwks(h.get('kid')), id_token, nonce)
 
-# %% ../nbs/api/01_oidc.ipynb #dc5a1d39
+# %% ../nbs/api/01_oidc.ipynb #d25230e4
 _scope_claims = dict(email=('email',), profile=('name',))
 
 @patch
 def _missing(self:OIDCAppClient, claims:dict) -> bool:
-    "Does `claims` lack a claim the client's scopes ask for?"
+    "Does `claims` lack a claim the client's scopes ask for? (Google spells scopes as URLs ending in `.email`, `.profile`)"
     scopes = self.scope.split() if isinstance(self.scope, str) else list(self.scope or [])
-    return any(k not in claims for s in scopes for k in _scope_claims.get(s, ()))
+    return any(claims.get(k) in (None, '') for s in scopes for k in _scope_claims.get(s.rsplit('.', 1)[-1].rsplit('/', 1)[-1], ()))
 
 @patch
 def _merge(self:OIDCAppClient, claims:dict, info:UserInfo) -> UserInfo:
@@ -212,7 +219,7 @@ def info_from_token(self:OIDCAppClient, token:Token, nonce:str|None=None) -> Use
     if not self._missing(claims) or not self.info_url: return self.to_info(claims)
     return self._merge(claims, self.get_info(token))
 
-# %% ../nbs/api/01_oidc.ipynb #f7672e03
+# %% ../nbs/api/01_oidc.ipynb #8b0b4f22
 @patch
 def check_iss(self:OIDCAppClient, iss:str|None):
     "Refuse a callback whose `iss` differs from the issuer, or lacks it when the provider always sends it (RFC 9207)"
