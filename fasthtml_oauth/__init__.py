@@ -3,3 +3,4 @@ __version__ = "0.0.1"
 from .core import *
 from .oidc import *
 from .providers import *
+from .oauth import *
