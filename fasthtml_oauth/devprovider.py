@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['DevProvider', 'DevTransport']
 
-# %% ../nbs/api/04_devprovider.ipynb #b2baa602
+# %% ../nbs/api/04_devprovider.ipynb #7e75fda8
 import asyncio, base64, hashlib, hmac, re, secrets, threading, time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +21,7 @@ from starlette.routing import Route
 from fasthtml.common import to_xml, Html, Head, Title, Meta, Style, Body, Main, Header, H1, P, Form, Input, Button, Label, Code, Strong, Script
 from .core import pkce_challenge
 
-# %% ../nbs/api/04_devprovider.ipynb #455d316b
+# %% ../nbs/api/04_devprovider.ipynb #b89b8e7e
 class DevProvider:
     "A development OpenID provider; the instance is an ASGI app (`uvicorn.run(dp, ...)` serves it)"
     def __init__(self,
@@ -32,7 +32,7 @@ class DevProvider:
                  auto_approve:str|dict|None=None):     # Skip the sign-in page, signing in as this email (or dict of `email`, `name`)
         self.issuer, self.code_ttl, self.token_ttl, self.auto_approve = issuer.rstrip('/'), code_ttl, token_ttl, auto_approve
         self.clients, self.codes, self.spent, self.access, self.refresh, self.claims = {}, {}, {}, {}, {}, {}
-        self.faults, self.latency, self.hang_for, self.hits, self.id_token_claims = {}, {}, 30., Counter(), None
+        self.faults, self.latency, self.hang_for, self.hits, self.id_token_claims, self.require_pkce = {}, {}, 30., Counter(), None, True
         self.rotate_keys(alg)
         base = urlsplit(self.issuer).path
         self.app = Starlette(routes=[Route(base + path, self._endpoint(name), methods=methods) for name, path, methods in _routes])
@@ -57,7 +57,7 @@ _routes = [('discovery', '/.well-known/openid-configuration', ['GET']), ('jwks',
            ('authorize', '/authorize', ['GET', 'POST']), ('token', '/token', ['POST']),
            ('userinfo', '/userinfo', ['GET', 'POST']), ('revoke', '/revoke', ['POST'])]
 
-# %% ../nbs/api/04_devprovider.ipynb #a70293ad
+# %% ../nbs/api/04_devprovider.ipynb #d87f9b08
 @patch
 def rotate_keys(self:DevProvider, alg:str|None=None):
     "Sign with a new key under a new `kid`; the old key is dropped from the JWKS"
@@ -75,7 +75,7 @@ def jwks(self:DevProvider) -> dict:
     "The public JWKS the provider publishes"
     return KeySet([self.key]).as_dict(private=False)
 
-# %% ../nbs/api/04_devprovider.ipynb #b012c570
+# %% ../nbs/api/04_devprovider.ipynb #d6b417a1
 @patch
 def user_claims(self:DevProvider, email:str, name:str|None=None) -> dict:
     "The claims for the user signing in as `email`: `sub`, `email`, `email_verified`, `name`, and any set in `claims[email]`"
@@ -97,7 +97,7 @@ def id_token(self:DevProvider, client_id:str, user:dict, nonce:str|None=None) ->
         case 'bad_signature': key = self._rogue
     return jwt.encode(dict(alg=self.alg, kid=key.kid, typ='JWT'), c, key)
 
-# %% ../nbs/api/04_devprovider.ipynb #70f1a31d
+# %% ../nbs/api/04_devprovider.ipynb #91eda574
 _dev_note = 'DevProvider: a development OpenID provider. Anyone can sign in as anyone; never use it in production.'
 
 @patch
@@ -120,7 +120,7 @@ def _endpoint(self:DevProvider, name:str):
         return res
     return endpoint
 
-# %% ../nbs/api/04_devprovider.ipynb #444d05a2
+# %% ../nbs/api/04_devprovider.ipynb #497bc411
 @patch
 async def _discovery(self:DevProvider, req):
     u = self.url
@@ -137,7 +137,7 @@ async def _discovery(self:DevProvider, req):
 @patch
 async def _jwks(self:DevProvider, req): return JSONResponse(self.jwks)
 
-# %% ../nbs/api/04_devprovider.ipynb #3fc7f367
+# %% ../nbs/api/04_devprovider.ipynb #d026b1a3
 _authz_params = ('client_id', 'redirect_uri', 'response_type', 'scope', 'state', 'nonce', 'code_challenge', 'code_challenge_method', 'response_mode')
 _re_email = re.compile(r'^[^@\s<>"]{1,64}@[^@\s<>"]{1,190}$')
 
@@ -166,7 +166,7 @@ async def _authorize(self:DevProvider, req):
         return self._page('Login refused', P('The app asked for a login with an unknown ', Code('client_id'), ' or a ', Code('redirect_uri'),
                           ' it did not register, so this provider will not send you back to it.'), status=400)
     if p.get('response_type') != 'code': return self._answer(p, error='unsupported_response_type', error_description='Only response_type=code is supported')
-    if p.get('code_challenge_method') != 'S256' or not p.get('code_challenge'):
+    if (self.require_pkce or p.get('code_challenge')) and (p.get('code_challenge_method') != 'S256' or not p.get('code_challenge')):
         return self._answer(p, error='invalid_request', error_description='PKCE with code_challenge_method=S256 is required')
     if req.method == 'POST':
         if p.get('deny'): return self._answer(p, 303, error='access_denied', error_description='The user denied the request')
@@ -186,11 +186,11 @@ def _approve(self:DevProvider, p:dict, email:str, name:str|None, status:int=302)
     "Issue a code for `email` and send it back to the app"
     if not _re_email.match(email or ''): return self._page('Sign in', P('That is not an email address.'), status=400)
     code = secrets.token_urlsafe(24)
-    self.codes[code] = dict(client_id=p['client_id'], redirect_uri=p['redirect_uri'], challenge=p['code_challenge'], nonce=p.get('nonce'),
+    self.codes[code] = dict(client_id=p['client_id'], redirect_uri=p['redirect_uri'], challenge=p.get('code_challenge'), nonce=p.get('nonce'),
                             scope=p.get('scope', ''), user=self.user_claims(email, (name or '')[:100] or None), exp=time.time() + self.code_ttl)
     return self._answer(p, status, code=code)
 
-# %% ../nbs/api/04_devprovider.ipynb #b7d35d4c
+# %% ../nbs/api/04_devprovider.ipynb #a7a74c31
 @patch
 def approve(self:DevProvider, url:str, email:str, name:str|None=None, deny:bool=False) -> str:
     "Sign in at login link `url` as `email` (or deny): the callback URL with `code` or `error`, `state` and `iss`"
@@ -201,7 +201,7 @@ def approve(self:DevProvider, url:str, email:str, name:str|None=None, deny:bool=
     if res.status_code not in (302, 303): raise ValueError(f"The provider did not send the browser back (HTTP {res.status_code})")
     return res.headers['location']
 
-# %% ../nbs/api/04_devprovider.ipynb #97c728a0
+# %% ../nbs/api/04_devprovider.ipynb #5a9c3a30
 def _oauth_error(error:str, description:str, status:int=400) -> JSONResponse:
     return JSONResponse(dict(error=error, error_description=description), status, headers={'Cache-Control': 'no-store'})
 
@@ -234,7 +234,7 @@ async def _token(self:DevProvider, req):
         return _oauth_error('invalid_grant', 'Unknown or already used code')
     if c['exp'] < time.time() or c['client_id'] != cid: return _oauth_error('invalid_grant', 'Expired code, or issued to another client')
     if f.get('redirect_uri') != c['redirect_uri']: return _oauth_error('invalid_grant', 'redirect_uri differs from the login request')
-    if not hmac.compare_digest(pkce_challenge(f.get('code_verifier', '')), c['challenge']): return _oauth_error('invalid_grant', 'PKCE verification failed')
+    if c['challenge'] and not hmac.compare_digest(pkce_challenge(f.get('code_verifier', '')), c['challenge']): return _oauth_error('invalid_grant', 'PKCE verification failed')
     res, self.spent[code] = self._grant(cid, c['user'], c['scope'], c['nonce'])
     return res
 
@@ -248,7 +248,7 @@ def _grant(self:DevProvider, cid, user, scope, nonce, rt=None) -> tuple:
     if 'openid' in scope.split(): body['id_token'] = self.id_token(cid, user, nonce)
     return JSONResponse(body, headers={'Cache-Control': 'no-store', 'Pragma': 'no-cache'}), (at, rt)
 
-# %% ../nbs/api/04_devprovider.ipynb #cd5ccf27
+# %% ../nbs/api/04_devprovider.ipynb #848f5d1b
 @patch
 async def _userinfo(self:DevProvider, req):
     at = req.headers.get('authorization', '')[7:] if req.headers.get('authorization', '')[:7].lower() == 'bearer ' else ''
@@ -271,7 +271,7 @@ async def _revoke(self:DevProvider, req):
     self._revoke_token(f.get('token', ''))
     return Response(status_code=200)
 
-# %% ../nbs/api/04_devprovider.ipynb #5aed1961
+# %% ../nbs/api/04_devprovider.ipynb #79b05a16
 class DevTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
     "An httpx transport into an ASGI `app`, for async and sync clients, honouring the request's read timeout"
     def __init__(self, app): self.asgi = httpx.ASGITransport(app)
