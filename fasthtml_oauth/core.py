@@ -8,14 +8,13 @@ __all__ = ['loopback_hosts', 'http_patterns', 'log', 'get_host', 'hostname', 'ur
            'InsecureTransport', 'StateError', 'NonceError', 'IdTokenError', 'Token', 'UserInfo', 'AppClient',
            'check_url', 'pkce_challenge', 'LoginRequest', 'ssl_context']
 
-# %% ../nbs/api/00_core.ipynb #256a2a0b
+# %% ../nbs/api/00_core.ipynb #fa3adb9c
 import asyncio, base64, hashlib, json, logging, re, secrets, threading, time, weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, asdict
 from functools import cache
 from urllib.parse import quote, urlsplit, parse_qsl
 
-import httpx
 from oauthlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request, parse_token_response
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error, MissingTokenError
 from oauthlib.oauth2.rfc6749.utils import scope_to_list
@@ -23,10 +22,10 @@ from fastcore.basics import patch
 
 from . import __version__
 
-# %% ../nbs/api/00_core.ipynb #3d339a00
+# %% ../nbs/api/00_core.ipynb #0c040bbd
 loopback_hosts = ('localhost', '127.0.0.1', '[::1]')
 http_patterns = (r'^(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$',)
-_re_host = re.compile(r'^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?$')
+_re_host = re.compile(r'^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?$')
 
 def get_host(request) -> str:
     "The `host[:port]` the browser used to reach `request`, from its `Host` header"
@@ -50,7 +49,7 @@ def redir_url(request,
     if scheme is None: scheme = 'http' if hostname(host).lower() in loopback_hosts else 'https'
     return f"{scheme}://{host}{redir_path}"
 
-# %% ../nbs/api/00_core.ipynb #cbd9e0da
+# %% ../nbs/api/00_core.ipynb #971f2c87
 def safe_text(s, n:int=200) -> str:
     "`s` as one line of printable text of at most `n` characters"
     s = re.sub(r'[\x00-\x1f\x7f-\x9f\u2028\u2029]+', ' ', str(s if s is not None else '')).strip()
@@ -107,7 +106,7 @@ class IdTokenError(OAuthError):
     "The id_token failed verification (signature, issuer, audience, expiry)"
     error = 'invalid_id_token'
 
-# %% ../nbs/api/00_core.ipynb #f3fcf099
+# %% ../nbs/api/00_core.ipynb #f7c66dc9
 _secret_keys = ('access_token', 'refresh_token', 'id_token')
 
 class Token(dict):
@@ -136,12 +135,12 @@ class Token(dict):
         try: params = parse_token_response(text)
         except MissingTokenError: raise TokenError("The token endpoint's answer has no access_token") from None
         except OAuth2Error as e: raise ProviderError.of('the token request', e.error, e.description) from None
-        except (ValueError, TypeError): raise InvalidResponse("The token endpoint answered with an unreadable token") from None
+        except (ValueError, TypeError, AttributeError, ArithmeticError): raise InvalidResponse("The token endpoint answered with an unreadable token") from None
         tok = cls(params)
         if isinstance(tok.get('scope'), list): tok['scope'] = ' '.join(tok['scope'])
         return tok
 
-# %% ../nbs/api/00_core.ipynb #469e0237
+# %% ../nbs/api/00_core.ipynb #d14612d3
 def _verified(v) -> bool|None:
     "`True` only for a real `true` (some providers send the string `'true'`); `None` when absent"
     return None if v is None else v is True or str(v).lower() == 'true'
@@ -159,7 +158,7 @@ class UserInfo(dict):
         return cls(raw, ident=g(id_key), email=g('email'), email_verified=_verified(g('email_verified')), name=g('name'),
                    picture=g('picture') or g('avatar_url'), username=g('preferred_username') or g('login') or g('username') or g('nickname'))
 
-# %% ../nbs/api/00_core.ipynb #f3bb89a5
+# %% ../nbs/api/00_core.ipynb #58799a58
 _config = ('base_url', 'token_url', 'info_url', 'revoke_url', 'id_key', 'token_auth')
 
 class AppClient:
@@ -177,15 +176,15 @@ class AppClient:
         self.client_id, self.client_secret, self.transport = client_id, client_secret, transport
         if scope is not None: self.scope = scope
         for k,v in kwargs.items(): setattr(self, k, v)
-        self.timeout = httpx.Timeout(timeout, connect=min(timeout, 5.))
-        self._pools, self._sync, self._lock = weakref.WeakKeyDictionary(), None, threading.Lock()
+        self.timeout = timeout
+        self._pools, self._sync, self._lock = {}, None, threading.Lock()
         self._token = ContextVar(f'fasthtml_oauth_token_{id(self)}', default=None)
 
     def __repr__(self): return f"{type(self).__name__}(client_id={self.client_id!r})"
     async def _ready_async(self): "Make sure the endpoint URLs are known (clients that discover them override this)"
     def _ready(self): "Synchronous `_ready_async`"
 
-# %% ../nbs/api/00_core.ipynb #d95d7e09
+# %% ../nbs/api/00_core.ipynb #c2d8fbde
 def check_url(url, what:str='endpoint') -> str:
     "`url` if it is `https`, or plain `http` on a loopback host; else `InsecureTransport`"
     if not url: raise OAuthError(f"This client has no {what} URL")
@@ -193,7 +192,7 @@ def check_url(url, what:str='endpoint') -> str:
     if u.scheme == 'https' or (u.scheme == 'http' and u.hostname in ('localhost', '127.0.0.1', '::1')): return str(url)
     raise InsecureTransport(f"Refusing to send OAuth data to {u.scheme}://{u.netloc}: use https (plain http is allowed only on loopback)")
 
-# %% ../nbs/api/00_core.ipynb #61d34867
+# %% ../nbs/api/00_core.ipynb #bfe089a9
 def pkce_challenge(verifier:str) -> str:
     "The S256 `code_challenge` for `verifier` (RFC 7636 §4.2)"
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b'=').decode()
@@ -243,7 +242,7 @@ def login_request(self:AppClient,
     url = self._grant_uri(redirect_uri, scope, state, code_challenge=pkce_challenge(verifier), code_challenge_method='S256', **kwargs)
     return LoginRequest(url, state, verifier, redirect_uri, nonce or None, payload, time.time())
 
-# %% ../nbs/api/00_core.ipynb #85f1593e
+# %% ../nbs/api/00_core.ipynb #e85acade
 @patch
 def login_link(self:AppClient,
                redirect_uri:str,          # Full callback URL registered with the provider
@@ -253,7 +252,7 @@ def login_link(self:AppClient,
     "A URL that sends the user to the provider's consent page"
     return self._grant_uri(redirect_uri, scope or self.scope, state, **kwargs)
 
-# %% ../nbs/api/00_core.ipynb #b1c3d39c
+# %% ../nbs/api/00_core.ipynb #f9a0ed95
 @patch
 async def login_request_async(self:AppClient, redirect_uri:str, scope:str|list|None=None, payload:str|None=None,
                               nonce:str|bool|None=None, **kwargs) -> LoginRequest:
@@ -261,40 +260,52 @@ async def login_request_async(self:AppClient, redirect_uri:str, scope:str|list|N
     await self._ready_async()
     return self.login_request(redirect_uri, scope, payload, nonce, **kwargs)
 
-# %% ../nbs/api/00_core.ipynb #25b38374
+# %% ../nbs/api/00_core.ipynb #5f3c2949
 log = logging.getLogger('fasthtml_oauth')
 _headers = {'User-Agent': f'fasthtml-oauth/{__version__}', 'Accept': 'application/json'}
 
 @cache
 def ssl_context():
     "The process's TLS context for provider calls, built once (loading the CA bundle is the costly part of an httpx client)"
+    import httpx
     return httpx.create_ssl_context()
 
+def _http(self, cls):
+    "A new pooled httpx client of `cls` for this client's transport and timeout"
+    import httpx
+    t = self.timeout if isinstance(self.timeout, httpx.Timeout) else httpx.Timeout(self.timeout, connect=min(self.timeout, 5.))
+    return getattr(httpx, cls)(transport=self.transport, verify=ssl_context(), timeout=t, headers=_headers)
+
 @patch
-def _aclient(self:AppClient) -> httpx.AsyncClient:
-    "This client's connection pool for the running event loop"
+def _aclient(self:AppClient) -> 'httpx.AsyncClient':
+    "This client's connection pool for the running event loop; pools of loops that have closed are dropped"
     loop = asyncio.get_running_loop()
-    c = self._pools.get(loop)
-    if c is None or c.is_closed:
-        c = self._pools[loop] = httpx.AsyncClient(transport=self.transport, verify=ssl_context(), timeout=self.timeout, headers=_headers)
+    ref, c = self._pools.get(id(loop), (None, None))
+    if ref is not None and ref() is loop and not c.is_closed: return c
+    for k, (r, _) in list(self._pools.items()):
+        if r() is None or r().is_closed(): del self._pools[k]
+    c = _http(self, 'AsyncClient')
+    self._pools[id(loop)] = (weakref.ref(loop), c)
     return c
 
 @patch
-def _client(self:AppClient) -> httpx.Client:
+def _client(self:AppClient) -> 'httpx.Client':
     "This client's connection pool for synchronous calls"
     with self._lock:
         if self._sync is None or self._sync.is_closed:
-            self._sync = httpx.Client(transport=self.transport, verify=ssl_context(), timeout=self.timeout, headers=_headers)
+            self._sync = _http(self, 'Client')
     return self._sync
 
 def _net_error(e, url) -> NetworkError:
+    import httpx
     host = urlsplit(str(url)).netloc
     if isinstance(e, httpx.TimeoutException): return ProviderTimeout(f"The provider at {host} did not answer in time")
     return NetworkError(f"Could not reach the provider at {host}")
 
 @patch
-async def _asend(self:AppClient, method, url, what='endpoint', auth=None, **kw) -> httpx.Response:
+async def _asend(self:AppClient, method, url, what='endpoint', auth=None, **kw) -> 'httpx.Response':
     "Send one request to the provider without blocking the event loop"
+    import httpx
     c = self._aclient()
     req = c.build_request(method, check_url(url, what), **kw)
     try: res = await c.send(req, auth=auth)
@@ -303,8 +314,9 @@ async def _asend(self:AppClient, method, url, what='endpoint', auth=None, **kw) 
     return res
 
 @patch
-def _send(self:AppClient, method, url, what='endpoint', auth=None, **kw) -> httpx.Response:
+def _send(self:AppClient, method, url, what='endpoint', auth=None, **kw) -> 'httpx.Response':
     "Send one request to the provider from synchronous code"
+    import httpx
     c = self._client()
     req = c.build_request(method, check_url(url, what), **kw)
     try: res = c.send(req, auth=auth)
@@ -312,7 +324,7 @@ def _send(self:AppClient, method, url, what='endpoint', auth=None, **kw) -> http
     log.debug("%s %s -> HTTP %s", method, req.url.copy_with(query=None), res.status_code)
     return res
 
-# %% ../nbs/api/00_core.ipynb #553f6133
+# %% ../nbs/api/00_core.ipynb #7c4d0a4f
 @patch
 def _token_request(self:AppClient, grant_type:str, **kw) -> dict:
     "Arguments for `_send`/`_asend` of a token-endpoint call with the client's credentials"
@@ -323,14 +335,14 @@ def _token_request(self:AppClient, grant_type:str, **kw) -> dict:
     return dict(method='POST', url=self.token_url, what='token endpoint', content=body, auth=auth,
                 headers={'Content-Type': 'application/x-www-form-urlencoded'})
 
-def _error_body(res:httpx.Response) -> dict:
+def _error_body(res:'httpx.Response') -> dict:
     "The OAuth error fields of a failed answer, JSON or form-encoded, if it has them"
     try: d = res.json()
     except ValueError: d = dict(parse_qsl(res.text)) if 'form' in res.headers.get('content-type', '') else {}
     return d if isinstance(d, dict) and isinstance(d.get('error'), str) else {}
 
 @patch
-def _token_from(self:AppClient, res:httpx.Response) -> Token:
+def _token_from(self:AppClient, res:'httpx.Response') -> Token:
     "The `Token` in a token-endpoint answer, or the matching error"
     if res.status_code >= 400:
         if e := _error_body(res): raise ProviderError.of('the token request', e['error'], e.get('error_description'))
@@ -357,12 +369,12 @@ def parse_response(self:AppClient, code:str, redirect_uri:str, code_verifier:str
     self.token = tok = self._token_from(res)
     return tok
 
-# %% ../nbs/api/00_core.ipynb #f6126338
+# %% ../nbs/api/00_core.ipynb #bf9529c5
 def _get_token(self) -> Token|None: return self._token.get()
 def _set_token(self, tok): self._token.set(Token(tok) if isinstance(tok, dict) and not isinstance(tok, Token) else tok)
 AppClient.token = property(_get_token, _set_token, doc="The `Token` from this task's or thread's last exchange or refresh")
 
-# %% ../nbs/api/00_core.ipynb #ae9e102b
+# %% ../nbs/api/00_core.ipynb #5a822a83
 @patch
 def to_info(self:AppClient, raw:dict) -> UserInfo:
     "The provider's `raw` user info as a `UserInfo`; providers override this to map their own fields"
@@ -378,7 +390,7 @@ def _info_request(self:AppClient, token) -> dict:
     return dict(method='GET', url=self.info_url, what='user info endpoint', headers={'Authorization': f'Bearer {_access_token(token or self.token)}'})
 
 @patch
-def _info_from(self:AppClient, res:httpx.Response) -> UserInfo:
+def _info_from(self:AppClient, res:'httpx.Response') -> UserInfo:
     "The `UserInfo` in a user-info answer, or the matching error"
     if res.status_code >= 400:
         e = _error_body(res)
@@ -431,7 +443,7 @@ def retr_id(self:AppClient, code:str, redirect_uri:str, code_verifier:str|None=N
     "Synchronous `retr_id_async`"
     return self.retr_info(code, redirect_uri, code_verifier, nonce)[self.id_key]
 
-# %% ../nbs/api/00_core.ipynb #aaa916d7
+# %% ../nbs/api/00_core.ipynb #343e7b5d
 @patch
 def check_iss(self:AppClient, iss:str|None):
     "Check the callback's `iss` parameter (RFC 9207); plain OAuth 2 clients have no issuer to compare it with"
@@ -457,7 +469,7 @@ def finish_login(self:AppClient, lr:LoginRequest, code:str, iss:str|None=None, f
     tok = self.parse_response(code, lr.redirect_uri, lr.code_verifier)
     return tok, self.info_from_callback(self.info_from_token(tok, lr.nonce), fields or {})
 
-# %% ../nbs/api/00_core.ipynb #3062caf5
+# %% ../nbs/api/00_core.ipynb #34c12709
 @patch
 def _refresh_request(self:AppClient, token, scope) -> tuple:
     "The refresh token in `token`, and the token-endpoint request that trades it"
@@ -466,7 +478,7 @@ def _refresh_request(self:AppClient, token, scope) -> tuple:
     return rt, self._token_request('refresh_token', refresh_token=rt, scope=scope)
 
 @patch
-def _refreshed(self:AppClient, res:httpx.Response, rt:str) -> Token:
+def _refreshed(self:AppClient, res:'httpx.Response', rt:str) -> Token:
     "The new `Token`, keeping the old refresh token when the provider sent none"
     self.token = new = self._token_from(res)
     new.setdefault('refresh_token', rt)
@@ -494,7 +506,7 @@ def _revoke_request(self:AppClient, token, token_type_hint) -> dict:
     req['content'] = req['content'].replace('grant_type=unused&', '')
     return dict(req, url=self.revoke_url, what='revocation endpoint')
 
-def _revoked(res:httpx.Response) -> bool:
+def _revoked(res:'httpx.Response') -> bool:
     if res.status_code in (200, 204): return True
     if e := _error_body(res): raise ProviderError.of('to revoke the token', e['error'], e.get('error_description'))
     raise TokenError(f"The revocation endpoint answered HTTP {res.status_code}")

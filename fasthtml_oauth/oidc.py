@@ -6,17 +6,13 @@
 __all__ = ['signing_algs', 'IssuerMismatch', 'IdTokenSignatureError', 'UnknownKeyError', 'IdTokenIssuerError',
            'IdTokenAudienceError', 'IdTokenExpiredError', 'IdTokenNotYetValidError', 'OIDCAppClient']
 
-# %% ../nbs/api/01_oidc.ipynb #a6054b7a
+# %% ../nbs/api/01_oidc.ipynb #0fe35a1a
 import hmac, time
-import httpx
-from joserfc import jwt, jws
-from joserfc.jwk import KeySet
-from joserfc.errors import JoseError, BadSignatureError
 from fastcore.basics import patch
 from .core import *
 from .core import _error_body
 
-# %% ../nbs/api/01_oidc.ipynb #8b6ebc5b
+# %% ../nbs/api/01_oidc.ipynb #f89bd581
 class IssuerMismatch(OAuthError):
     "A discovery document or a callback's `iss` names a different issuer from the one configured"
     error = 'invalid_issuer'
@@ -39,12 +35,18 @@ class IdTokenExpiredError(IdTokenError):
 class IdTokenNotYetValidError(IdTokenError):
     "The id_token's `iat` or `nbf` lies in the future"
 
-# %% ../nbs/api/01_oidc.ipynb #a603d57e
+# %% ../nbs/api/01_oidc.ipynb #6e4b9043
+def _jose():
+    "joserfc's `jwt`, `jws`, `errors` and `KeySet`, imported on first use: only id_token checks need them, and loading them is a fifth of the package's import time"
+    from joserfc import jwt, jws, errors
+    from joserfc.jwk import KeySet
+    return jwt, jws, errors, KeySet
+
 signing_algs = ('RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA')
 
 class OIDCAppClient(AppClient):
     "A client for any OpenID provider, configured by discovery from its `issuer` URL"
-    scope, discovery_ttl, jwks_cooldown, leeway = 'openid email profile', 3600., 30., 60.
+    scope, discovery_ttl, jwks_ttl, jwks_cooldown, leeway = 'openid email profile', 3600., 3600., 30., 60.
 
     issuer = None
     def __init__(self, client_id:str, client_secret:str,
@@ -52,26 +54,26 @@ class OIDCAppClient(AppClient):
                  scope:str|list|None=None,  # Default `'openid email profile'`
                  **kwargs):                 # `AppClient` options: `transport`, `timeout`, endpoint overrides
         if not (issuer := issuer or self.issuer): raise TypeError("OIDCAppClient needs the provider's issuer URL")
-        self.issuer, self._meta, self._meta_at, self._jwks, self._kids, self._refetched_at = issuer, None, 0., None, set(), 0.
+        self.issuer, self._meta, self._meta_at, self._jwks, self._jwks_at, self._kids, self._refetched_at = issuer, None, 0., None, 0., set(), 0.
         super().__init__(client_id, client_secret, scope=scope, **kwargs)
 
     def __repr__(self): return f"{type(self).__name__}(client_id={self.client_id!r}, issuer={self.issuer!r})"
 
 def _discovered(attr, key):
     "A property: the instance's own `attr` if set, else `key` from the discovery document"
-    def get(self): return self.__dict__.get(attr) or self.metadata().get(key)
+    def get(self): return self.__dict__.get(attr) or (self._meta or self.metadata()).get(key)
     def set(self, v): self.__dict__[attr] = v
     return property(get, set, doc=f"`{key}` from discovery, unless set on the instance")
 
 for attr, key in (('base_url', 'authorization_endpoint'), ('token_url', 'token_endpoint'),
                   ('info_url', 'userinfo_endpoint'), ('revoke_url', 'revocation_endpoint')): setattr(OIDCAppClient, attr, _discovered(attr, key))
 
-# %% ../nbs/api/01_oidc.ipynb #130dfdb8
+# %% ../nbs/api/01_oidc.ipynb #90a98049
 @patch
 def _discovery_url(self:OIDCAppClient) -> str: return self.issuer.rstrip('/') + '/.well-known/openid-configuration'
 
 @patch
-def _store_metadata(self:OIDCAppClient, res:httpx.Response) -> dict:
+def _store_metadata(self:OIDCAppClient, res:'httpx.Response') -> dict:
     "Check and cache the discovery document in `res`"
     if res.status_code != 200: raise InvalidResponse(f"The provider's discovery document answered HTTP {res.status_code}")
     try: d = res.json()
@@ -90,15 +92,27 @@ def accepts_issuer(self:OIDCAppClient, iss) -> bool:
 def _stale(self:OIDCAppClient) -> bool: return self._meta is None or time.time() - self._meta_at >= self.discovery_ttl
 
 @patch
+def _keep_stale(self:OIDCAppClient, err:OAuthError) -> dict:
+    "After a failed refresh, keep the cached document for another minute, or fail if there is none"
+    if self._meta is None: raise err
+    log.warning("Keeping the cached discovery document of %s: %s", self.issuer, err)
+    self._meta_at = time.time() - self.discovery_ttl + 60
+    return self._meta
+
+@patch
 async def metadata_async(self:OIDCAppClient) -> dict:
     "The provider's discovery document, fetched on first use and cached for `discovery_ttl` seconds"
-    if self._stale(): self._store_metadata(await self._asend('GET', self._discovery_url(), 'discovery document'))
+    if self._stale():
+        try: self._store_metadata(await self._asend('GET', self._discovery_url(), 'discovery document'))
+        except OAuthError as e: return self._keep_stale(e)
     return self._meta
 
 @patch
 def metadata(self:OIDCAppClient) -> dict:
     "Synchronous `metadata_async`"
-    if self._stale(): self._store_metadata(self._send('GET', self._discovery_url(), 'discovery document'))
+    if self._stale():
+        try: self._store_metadata(self._send('GET', self._discovery_url(), 'discovery document'))
+        except OAuthError as e: return self._keep_stale(e)
     return self._meta
 
 @patch
@@ -106,41 +120,43 @@ async def _ready_async(self:OIDCAppClient): await self.metadata_async()
 @patch
 def _ready(self:OIDCAppClient): self.metadata()
 
-# %% ../nbs/api/01_oidc.ipynb #469132c8
+# %% ../nbs/api/01_oidc.ipynb #444c0016
 @patch
-def _store_jwks(self:OIDCAppClient, res:httpx.Response) -> KeySet:
+def _store_jwks(self:OIDCAppClient, res:'httpx.Response') -> 'KeySet':
+    jwt, jws, errors, KeySet = _jose()
     if res.status_code != 200: raise InvalidResponse(f"The provider's JWKS answered HTTP {res.status_code}")
     try: ks = KeySet.import_key_set(dict(keys=[k for k in res.json()['keys'] if k.get('use', 'sig') == 'sig']))
-    except (ValueError, KeyError, TypeError, JoseError): raise InvalidResponse("The provider's JWKS is not a valid key set") from None
-    self._jwks, self._kids = ks, {k.kid for k in ks.keys}
+    except (ValueError, KeyError, TypeError, errors.JoseError): raise InvalidResponse("The provider's JWKS is not a valid key set") from None
+    self._jwks, self._kids, self._jwks_at = ks, {k.kid for k in ks.keys}, time.time()
     return ks
 
 @patch
 def _need_jwks(self:OIDCAppClient, kid:str|None) -> bool:
-    "Fetch the JWKS now? On first use, and for an unknown `kid` unless a refetch happened within `jwks_cooldown`"
-    if self._jwks is None: return True
+    "Fetch the JWKS now? On first use, after `jwks_ttl`, and for an unknown `kid` unless a refetch happened within `jwks_cooldown`"
+    if self._jwks is None or time.time() - self._jwks_at >= self.jwks_ttl: return True
     if kid in self._kids or time.time() - self._refetched_at < self.jwks_cooldown: return False
     self._refetched_at = time.time()
     return True
 
 @patch
-async def jwks_async(self:OIDCAppClient, kid:str|None=None) -> KeySet:
+async def jwks_async(self:OIDCAppClient, kid:str|None=None) -> 'KeySet':
     "The provider's signing keys, refetched (within the cooldown) when `kid` is unknown"
     if self._need_jwks(kid): self._store_jwks(await self._asend('GET', (await self.metadata_async())['jwks_uri'], 'JWKS endpoint'))
     return self._jwks
 
 @patch
-def jwks(self:OIDCAppClient, kid:str|None=None) -> KeySet:
+def jwks(self:OIDCAppClient, kid:str|None=None) -> 'KeySet':
     "Synchronous `jwks_async`"
     if self._need_jwks(kid): self._store_jwks(self._send('GET', self.metadata()['jwks_uri'], 'JWKS endpoint'))
     return self._jwks
 
-# %% ../nbs/api/01_oidc.ipynb #05839093
+# %% ../nbs/api/01_oidc.ipynb #f5ac8ee4
 @patch
 def _header(self:OIDCAppClient, id_token:str) -> dict:
     "The id_token's JOSE header, with its algorithm checked against the allow-list"
+    jwt, jws, errors, KeySet = _jose()
     try: h = jws.extract_compact(id_token.encode()).headers()
-    except (JoseError, ValueError, UnicodeError): raise IdTokenError("The id_token is not a well-formed JWT") from None
+    except (errors.JoseError, ValueError, UnicodeError): raise IdTokenError("The id_token is not a well-formed JWT") from None
     allowed = [a for a in self._meta.get('id_token_signing_alg_values_supported', ['RS256']) if a in signing_algs]
     if h.get('alg') not in allowed: raise IdTokenSignatureError(f"The id_token uses algorithm {safe_text(h.get('alg'), 20)!r}; accepted: {', '.join(allowed)}")
     return h
@@ -153,13 +169,14 @@ def expected_issuer(self:OIDCAppClient, claims:dict) -> str:
 def _num(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 @patch
-def _check_claims(self:OIDCAppClient, h:dict, keys:KeySet, id_token:str, nonce:str|None) -> dict:
+def _check_claims(self:OIDCAppClient, h:dict, keys:'KeySet', id_token:str, nonce:str|None) -> dict:
     "The verified claims of `id_token`, or the error naming the first check it fails"
+    jwt, jws, errors, KeySet = _jose()
     try: key = keys.get_by_kid(h.get('kid'))
-    except (JoseError, ValueError): raise UnknownKeyError("The id_token is signed with a key the provider does not publish") from None
+    except (errors.JoseError, ValueError): raise UnknownKeyError("The id_token is signed with a key the provider does not publish") from None
     try: c = jwt.decode(id_token, key, algorithms=[h['alg']]).claims
-    except BadSignatureError: raise IdTokenSignatureError("The id_token's signature does not verify with the provider's key") from None
-    except (JoseError, ValueError): raise IdTokenSignatureError("The id_token could not be verified") from None
+    except errors.BadSignatureError: raise IdTokenSignatureError("The id_token's signature does not verify with the provider's key") from None
+    except (errors.JoseError, ValueError): raise IdTokenSignatureError("The id_token could not be verified") from None
     now, L = time.time(), self.leeway
     if c.get('iss') != (want := self.expected_issuer(c)): raise IdTokenIssuerError(f"The id_token was issued by {safe_text(c.get('iss'), 100)!r}, not {want!r}")
     aud = c.get('aud')
@@ -188,7 +205,7 @@ def verify_id_token(self:OIDCAppClient, id_token:str, nonce:str|None=None) -> di
     h = self._header(id_token)
     return self._check_claims(h, self.jwks(h.get('kid')), id_token, nonce)
 
-# %% ../nbs/api/01_oidc.ipynb #d25230e4
+# %% ../nbs/api/01_oidc.ipynb #d0dc3658
 _scope_claims = dict(email=('email',), profile=('name',))
 
 @patch
@@ -204,9 +221,14 @@ def _merge(self:OIDCAppClient, claims:dict, info:UserInfo) -> UserInfo:
     return self.to_info(dict(info) | claims)
 
 @patch
+def _no_id_token(self:OIDCAppClient, nonce:str|None):
+    "A login that sent a nonce must get an id_token back: without one, the nonce was never checked"
+    if nonce is not None: raise IdTokenError("The provider sent no id_token for this OpenID login")
+
+@patch
 async def info_from_token_async(self:OIDCAppClient, token:Token, nonce:str|None=None) -> UserInfo:
     "The user's info: the verified id_token's claims, completed by user info only if they lack what the scopes ask for"
-    if not token.get('id_token'): return await self.get_info_async(token)
+    if not token.get('id_token'): return self._no_id_token(nonce) or await self.get_info_async(token)
     claims = await self.verify_id_token_async(token['id_token'], nonce)
     if not self._missing(claims) or not self.info_url: return self.to_info(claims)
     return self._merge(claims, await self.get_info_async(token))
@@ -214,12 +236,12 @@ async def info_from_token_async(self:OIDCAppClient, token:Token, nonce:str|None=
 @patch
 def info_from_token(self:OIDCAppClient, token:Token, nonce:str|None=None) -> UserInfo:
     "Synchronous `info_from_token_async`"
-    if not token.get('id_token'): return self.get_info(token)
+    if not token.get('id_token'): return self._no_id_token(nonce) or self.get_info(token)
     claims = self.verify_id_token(token['id_token'], nonce)
     if not self._missing(claims) or not self.info_url: return self.to_info(claims)
     return self._merge(claims, self.get_info(token))
 
-# %% ../nbs/api/01_oidc.ipynb #8b0b4f22
+# %% ../nbs/api/01_oidc.ipynb #14f51455
 @patch
 def check_iss(self:OIDCAppClient, iss:str|None):
     "Refuse a callback whose `iss` differs from the issuer, or lacks it when the provider always sends it (RFC 9207)"

@@ -6,19 +6,16 @@
 __all__ = ['GoogleAppClient', 'GitHubAppClient', 'HuggingFaceClient', 'DiscordAppClient', 'Auth0AppClient', 'AppleAppClient',
            'MicrosoftAppClient', 'GitLabAppClient']
 
-# %% ../nbs/api/02_providers.ipynb #e1193015
+# %% ../nbs/api/02_providers.ipynb #c07aefae
 import asyncio, json, time
 from pathlib import Path
 from urllib.parse import quote
-import httpx
-from joserfc import jwt
-from joserfc.jwk import ECKey
 from oauthlib.oauth2.rfc6749.utils import scope_to_list
 from fastcore.basics import patch
 from .core import *
 from .oidc import *
 
-# %% ../nbs/api/02_providers.ipynb #118cbbbf
+# %% ../nbs/api/02_providers.ipynb #c807d120
 class GoogleAppClient(OIDCAppClient):
     "Google: OpenID Connect, with `from_file` for the console's client-secret JSON"
     issuer = 'https://accounts.google.com'
@@ -43,7 +40,7 @@ class GoogleAppClient(OIDCAppClient):
 
     def expected_issuer(self, claims): return 'accounts.google.com' if claims.get('iss') == 'accounts.google.com' else self.issuer
 
-# %% ../nbs/api/02_providers.ipynb #df61d784
+# %% ../nbs/api/02_providers.ipynb #2a5926b0
 class GitHubAppClient(AppClient):
     "GitHub: OAuth 2 with the numeric `id` as identifier and the primary verified email from `/user/emails`"
     prefix = 'https://github.com/login/oauth/'
@@ -64,7 +61,7 @@ class GitHubAppClient(AppClient):
         return info
 
 
-def _emails_from(res:httpx.Response) -> list|None:
+def _emails_from(res:'httpx.Response') -> list|None:
     if res.status_code != 200: return None
     try: d = res.json()
     except ValueError: return None
@@ -95,7 +92,7 @@ def _revoke_request(self:GitHubAppClient, token, token_type_hint) -> dict:
     return dict(method='DELETE', url=f'{self.api_url}/applications/{self.client_id}/token', what='token revocation API',
                 auth=(self.client_id, self.client_secret), json=dict(access_token=tok))
 
-# %% ../nbs/api/02_providers.ipynb #e390b4e1
+# %% ../nbs/api/02_providers.ipynb #1b8cf105
 class HuggingFaceClient(OIDCAppClient):
     "Hugging Face: OpenID Connect"
     issuer, scope = 'https://huggingface.co', ['openid', 'profile']
@@ -103,7 +100,7 @@ class HuggingFaceClient(OIDCAppClient):
                  state=None,  # Ignored: every login gets a fresh state
                  **kwargs): super().__init__(client_id, client_secret, scope=scope, **kwargs)
 
-# %% ../nbs/api/02_providers.ipynb #8876e454
+# %% ../nbs/api/02_providers.ipynb #1053eddd
 class DiscordAppClient(AppClient):
     "Discord: OAuth 2; `is_user` and `perms` for app installs"
     base_url, token_url = 'https://discord.com/oauth2/authorize', 'https://discord.com/api/oauth2/token'
@@ -129,7 +126,7 @@ class DiscordAppClient(AppClient):
         info.update(email_verified=raw.get('verified') is True if raw.get('email') else None, name=raw.get('global_name') or raw.get('username'), picture=avatar)
         return info
 
-# %% ../nbs/api/02_providers.ipynb #41151506
+# %% ../nbs/api/02_providers.ipynb #04895b6e
 class Auth0AppClient(OIDCAppClient):
     "Auth0: OpenID Connect for the tenant at `domain`"
     scope = 'openid email profile'
@@ -144,7 +141,7 @@ class Auth0AppClient(OIDCAppClient):
         if not isinstance(redirect_uri, str): redirect_uri = redir_url(redirect_uri, self.redirect_uri or '/redirect')
         return super().login_link(redirect_uri, scope, state, **kwargs)
 
-# %% ../nbs/api/02_providers.ipynb #0bdd6c33
+# %% ../nbs/api/02_providers.ipynb #5ad29940
 class AppleAppClient(OIDCAppClient):
     "Sign in with Apple: OpenID Connect with an ES256 client-secret JWT and `form_post` callbacks"
     issuer, scope = 'https://appleid.apple.com', ['name', 'email']
@@ -154,12 +151,14 @@ class AppleAppClient(OIDCAppClient):
                  team_id:str,          # The Apple developer team id
                  private_key:str,      # The private key, PEM (the `.p8` file's contents)
                  code=None, scope:str|list|None=None, **kwargs):
+        from joserfc.jwk import ECKey  # imported here, as in the OpenID module, to keep the package quick to import
         self.key_id, self.team_id, self.private_key, self._key = key_id, team_id, private_key, ECKey.import_key(private_key)
         super().__init__(client_id, None, scope=scope, **kwargs)
 
     @property
     def client_secret(self) -> str:
         "A fresh ES256 JWT authenticating this app to Apple, valid for five minutes"
+        from joserfc import jwt
         now = int(time.time())
         return jwt.encode(dict(alg='ES256', kid=self.key_id), dict(iss=self.team_id, iat=now, exp=now + 300, aud=self.issuer, sub=self.client_id), self._key)
     @client_secret.setter
@@ -177,7 +176,7 @@ class AppleAppClient(OIDCAppClient):
         if name and not info.name: info['name'] = safe_text(name, 100)
         return info
 
-# %% ../nbs/api/02_providers.ipynb #474a0a8d
+# %% ../nbs/api/02_providers.ipynb #536ce2e7
 _ms = 'https://login.microsoftonline.com'
 
 class MicrosoftAppClient(OIDCAppClient):
@@ -204,7 +203,7 @@ class MicrosoftAppClient(OIDCAppClient):
         info['email_verified'] = (str(raw.get('xms_edov')).lower() in ('true', '1')) if info.email else None
         return info
 
-# %% ../nbs/api/02_providers.ipynb #b2849920
+# %% ../nbs/api/02_providers.ipynb #b55aeee5
 class GitLabAppClient(OIDCAppClient):
     "GitLab (gitlab.com or a self-hosted `instance`): OpenID Connect"
     scope = 'openid email profile'
