@@ -6,13 +6,13 @@
 __all__ = ['signing_algs', 'IssuerMismatch', 'IdTokenSignatureError', 'UnknownKeyError', 'IdTokenIssuerError',
            'IdTokenAudienceError', 'IdTokenExpiredError', 'IdTokenNotYetValidError', 'OIDCAppClient']
 
-# %% ../nbs/api/01_oidc.ipynb #0fe35a1a
+# %% ../nbs/api/01_oidc.ipynb #e756d951
 import hmac, time
 from fastcore.basics import patch
 from .core import *
 from .core import _error_body
 
-# %% ../nbs/api/01_oidc.ipynb #f89bd581
+# %% ../nbs/api/01_oidc.ipynb #5478a0fa
 class IssuerMismatch(OAuthError):
     "A discovery document or a callback's `iss` names a different issuer from the one configured"
     error = 'invalid_issuer'
@@ -35,7 +35,7 @@ class IdTokenExpiredError(IdTokenError):
 class IdTokenNotYetValidError(IdTokenError):
     "The id_token's `iat` or `nbf` lies in the future"
 
-# %% ../nbs/api/01_oidc.ipynb #6e4b9043
+# %% ../nbs/api/01_oidc.ipynb #5fd2aeaa
 def _jose():
     "joserfc's `jwt`, `jws`, `errors` and `KeySet`, imported on first use: only id_token checks need them, and loading them is a fifth of the package's import time"
     from joserfc import jwt, jws, errors
@@ -68,7 +68,7 @@ def _discovered(attr, key):
 for attr, key in (('base_url', 'authorization_endpoint'), ('token_url', 'token_endpoint'),
                   ('info_url', 'userinfo_endpoint'), ('revoke_url', 'revocation_endpoint')): setattr(OIDCAppClient, attr, _discovered(attr, key))
 
-# %% ../nbs/api/01_oidc.ipynb #90a98049
+# %% ../nbs/api/01_oidc.ipynb #ce03630c
 @patch
 def _discovery_url(self:OIDCAppClient) -> str: return self.issuer.rstrip('/') + '/.well-known/openid-configuration'
 
@@ -120,9 +120,9 @@ async def _ready_async(self:OIDCAppClient): await self.metadata_async()
 @patch
 def _ready(self:OIDCAppClient): self.metadata()
 
-# %% ../nbs/api/01_oidc.ipynb #444c0016
+# %% ../nbs/api/01_oidc.ipynb #a4f4ee45
 @patch
-def _store_jwks(self:OIDCAppClient, res:'httpx.Response') -> 'KeySet':
+def _store_jwks(self:OIDCAppClient, res:'httpx.Response'):
     jwt, jws, errors, KeySet = _jose()
     if res.status_code != 200: raise InvalidResponse(f"The provider's JWKS answered HTTP {res.status_code}")
     try: ks = KeySet.import_key_set(dict(keys=[k for k in res.json()['keys'] if k.get('use', 'sig') == 'sig']))
@@ -139,18 +139,18 @@ def _need_jwks(self:OIDCAppClient, kid:str|None) -> bool:
     return True
 
 @patch
-async def jwks_async(self:OIDCAppClient, kid:str|None=None) -> 'KeySet':
+async def jwks_async(self:OIDCAppClient, kid:str|None=None):
     "The provider's signing keys, refetched (within the cooldown) when `kid` is unknown"
     if self._need_jwks(kid): self._store_jwks(await self._asend('GET', (await self.metadata_async())['jwks_uri'], 'JWKS endpoint'))
     return self._jwks
 
 @patch
-def jwks(self:OIDCAppClient, kid:str|None=None) -> 'KeySet':
+def jwks(self:OIDCAppClient, kid:str|None=None):
     "Synchronous `jwks_async`"
     if self._need_jwks(kid): self._store_jwks(self._send('GET', self.metadata()['jwks_uri'], 'JWKS endpoint'))
     return self._jwks
 
-# %% ../nbs/api/01_oidc.ipynb #f5ac8ee4
+# %% ../nbs/api/01_oidc.ipynb #afc7400b
 @patch
 def _header(self:OIDCAppClient, id_token:str) -> dict:
     "The id_token's JOSE header, with its algorithm checked against the allow-list"
@@ -169,7 +169,7 @@ def expected_issuer(self:OIDCAppClient, claims:dict) -> str:
 def _num(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 @patch
-def _check_claims(self:OIDCAppClient, h:dict, keys:'KeySet', id_token:str, nonce:str|None) -> dict:
+def _check_claims(self:OIDCAppClient, h:dict, keys, id_token:str, nonce:str|None) -> dict:
     "The verified claims of `id_token`, or the error naming the first check it fails"
     jwt, jws, errors, KeySet = _jose()
     try: key = keys.get_by_kid(h.get('kid'))
@@ -205,7 +205,7 @@ def verify_id_token(self:OIDCAppClient, id_token:str, nonce:str|None=None) -> di
     h = self._header(id_token)
     return self._check_claims(h, self.jwks(h.get('kid')), id_token, nonce)
 
-# %% ../nbs/api/01_oidc.ipynb #d0dc3658
+# %% ../nbs/api/01_oidc.ipynb #e375c0ce
 _scope_claims = dict(email=('email',), profile=('name',))
 
 @patch
@@ -241,7 +241,7 @@ def info_from_token(self:OIDCAppClient, token:Token, nonce:str|None=None) -> Use
     if not self._missing(claims) or not self.info_url: return self.to_info(claims)
     return self._merge(claims, self.get_info(token))
 
-# %% ../nbs/api/01_oidc.ipynb #14f51455
+# %% ../nbs/api/01_oidc.ipynb #e4a56e3f
 @patch
 def check_iss(self:OIDCAppClient, iss:str|None):
     "Refuse a callback whose `iss` differs from the issuer, or lacks it when the provider always sends it (RFC 9207)"

@@ -1,4 +1,5 @@
 "Write README.md from nbs/index.ipynb (nbdev-readme needs Quarto, which these machines cannot install)"
+import re
 from pathlib import Path
 from fastcore.nbio import read_nb
 
@@ -9,7 +10,7 @@ def nb2md(path) -> str:
     parts = []
     for c in read_nb(path).cells:
         src = ''.join(c.source)
-        if c.cell_type == 'markdown': parts.append(src); continue
+        if c.cell_type == 'markdown': parts.append(re.sub(r'\]\((?!https?:|/|#)', '](nbs/', src)); continue  # image and page links are relative to nbs/
         lines = src.splitlines()
         if any(l.strip() in ('#| hide', '#|hide') for l in lines): continue
         code = '\n'.join(l for l in lines if not l.startswith('#|')).strip()
