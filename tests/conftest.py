@@ -41,3 +41,6 @@ def pytest_sessionfinish(session, exitstatus):
     if tr and tr.stats.get('skipped'):
         tr.write_line(f"FAILED: {len(tr.stats['skipped'])} test(s) skipped; every test must run", red=True)
         session.exitstatus = 1
+
+# The real OpenID provider (npm oidc-provider) for the end-to-end tests; imported here so every test module can use it
+from oidc_fixture import oidc_provider  # noqa: E402,F401

@@ -27,5 +27,6 @@ nbs=$(find nbs -name '*.ipynb' ! -path '*/.ipynb_checkpoints/*' ! -name '_*' | w
 if nbdev-test --n-workers 2; then echo "nbdev-test: $nbs passed, 0 failed"
 else fail "nbdev-test: at least one of $nbs notebooks failed (see above)"; fi
 
+bash tests/setup.sh || fail "tests/setup.sh (npm ci, chromium)"
 # 3. What cannot be a lesson: real HTTP servers, browsers, fuzzing.
 python -m pytest tests/ -q -p no:cacheprovider

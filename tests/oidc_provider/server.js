@@ -1,0 +1,112 @@
+// A real OpenID provider (npm `oidc-provider`, OpenID Certified) on a loopback port, for fasthtml_oauth's end-to-end tests.
+//
+//   node tests/oidc_provider/server.js --port 9000 --redirect-uri http://127.0.0.1:5001/redirect [--redirect-uri ...]
+//
+// Every option may also come from the environment: OP_PORT, OP_HOST (default 127.0.0.1), OP_CLIENT_ID, OP_CLIENT_SECRET,
+// OP_REDIRECT_URIS (space-separated). The issuer is http://HOST:PORT; HOST must be a loopback name or address.
+//
+// Two static confidential clients share the redirect URIs: CLIENT_ID authenticates with client_secret_post (the
+// library's default) and CLIENT_ID + '-basic' with client_secret_basic. Both may use refresh tokens; PKCE (S256 only) is
+// required of every client; revocation is on; every authorization response carries `iss` (RFC 9207).
+// Any login name signs in (the default devInteractions login and consent forms; the password is ignored), with claims
+// derived from it: `ada@example.com` gets sub `user-` + the first 16 hex digits of sha256(login), that email (verified),
+// and name `Ada`; a login without `@` gets `<login>@example.test`.
+//
+// Logs go to stderr only. The process exits on SIGTERM/SIGINT, when its parent dies, and (with --watch-stdin) when
+// its stdin closes, so a parent that holds a pipe to it takes it along however it ends.
+import { createHash } from 'node:crypto';
+import http from 'node:http';
+import { parseArgs } from 'node:util';
+
+// oidc-provider prints notices with console.info (stdout): send everything to stderr
+console.log = console.info = (...args) => console.error(...args);
+const { default: Provider } = await import('oidc-provider');
+
+const { values: opts } = parseArgs({
+  options: {
+    port: { type: 'string' }, host: { type: 'string' },
+    'client-id': { type: 'string' }, 'client-secret': { type: 'string' },
+    'redirect-uri': { type: 'string', multiple: true },
+    'watch-stdin': { type: 'boolean' },
+  },
+});
+const env = process.env;
+const port = Number(opts.port ?? env.OP_PORT);
+const host = opts.host ?? env.OP_HOST ?? '127.0.0.1';
+const clientId = opts['client-id'] ?? env.OP_CLIENT_ID ?? 'fasthtml-test';
+const clientSecret = opts['client-secret'] ?? env.OP_CLIENT_SECRET ?? 'test-secret';
+const redirectUris = opts['redirect-uri'] ?? (env.OP_REDIRECT_URIS ?? '').split(/\s+/).filter(Boolean);
+if (!Number.isInteger(port) || port <= 0 || port > 65535) { console.error('server.js: give --port (or OP_PORT)'); process.exit(2); }
+if (!redirectUris.length) { console.error('server.js: give --redirect-uri (or OP_REDIRECT_URIS)'); process.exit(2); }
+if (!['localhost', '127.0.0.1', '::1'].includes(host)) { console.error('server.js: --host must be localhost, 127.0.0.1 or ::1'); process.exit(2); }
+const hostPart = host.includes(':') ? `[${host}]` : host;
+const issuer = `http://${hostPart}:${port}`;
+
+function claimsFor(login) {
+  const email = login.includes('@') ? login : `${login}@example.test`;
+  const local = email.split('@')[0];
+  return {
+    sub: `user-${createHash('sha256').update(login).digest('hex').slice(0, 16)}`,
+    email, email_verified: true,
+    name: local.charAt(0).toUpperCase() + local.slice(1),
+  };
+}
+
+const client = (id, auth) => ({
+  client_id: id, client_secret: clientSecret, redirect_uris: redirectUris,
+  grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'],
+  token_endpoint_auth_method: auth,
+});
+
+const provider = new Provider(issuer, {
+  clients: [client(clientId, 'client_secret_post'), client(`${clientId}-basic`, 'client_secret_basic')],
+  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+  scopes: ['openid', 'offline_access', 'email', 'profile'],
+  findAccount: async (ctx, id) => ({ accountId: id, claims: async () => claimsFor(id) }),
+  pkce: { methods: ['S256'], required: () => true },
+  features: { devInteractions: { enabled: true }, revocation: { enabled: true } },
+  // Plain-http test issuer: a SameSite=None cookie without Secure would be dropped by Chromium
+  cookies: { keys: ['fasthtml-oauth-test-only-key'], long: { sameSite: 'lax' }, short: { sameSite: 'lax' } },
+  // Refresh tokens are issued when the login asked for offline_access (with prompt=consent) and the client may refresh
+  issueRefreshToken: async (ctx, cl, code) => cl.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
+});
+provider.on('server_error', (ctx, err) => console.error('oidc-provider server_error:', err));
+
+// `localhost` listens on 127.0.0.1, and on ::1 too where the machine has IPv6 loopback; never on other interfaces
+const callback = provider.callback();
+const servers = [];
+function listen(addr, optional) {
+  const server = http.createServer(callback);
+  server.on('error', (err) => {
+    if (optional) return console.error(`oidc-provider: not listening on ${addr} (${err.code})`);
+    console.error(`server.js: cannot listen on ${addr}:${port}: ${err.message}`);
+    process.exit(1);
+  });
+  server.listen(port, addr, () => console.error(`oidc-provider listening on ${addr}:${port}, issuer ${issuer}`));
+  servers.push(server);
+}
+if (host === 'localhost') { listen('127.0.0.1', false); listen('::1', true); } else listen(host, false);
+
+let stopping = false;
+function stop(why) {
+  if (stopping) return;
+  stopping = true;
+  console.error(`oidc-provider stopping (${why})`);
+  let open = servers.length;
+  for (const server of servers) {
+    server.close(() => { open -= 1; if (!open) process.exit(0); });
+    server.closeAllConnections();
+  }
+  setTimeout(() => process.exit(0), 2000).unref();
+}
+process.on('SIGTERM', () => stop('SIGTERM'));
+process.on('SIGINT', () => stop('SIGINT'));
+process.on('SIGHUP', () => stop('SIGHUP'));
+// The parent died if we were re-parented, or if it held our stdin open and it closed
+const parent = process.ppid;
+setInterval(() => { if (process.ppid !== parent) stop('parent died'); }, 500).unref();
+if (opts['watch-stdin']) {
+  process.stdin.on('end', () => stop('stdin closed'));
+  process.stdin.on('error', () => stop('stdin error'));
+  process.stdin.resume();
+}
