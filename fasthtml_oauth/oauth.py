@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['safe_next', 'OAuth']
 
-# %% ../nbs/api/03_oauth.ipynb #e9101361
+# %% ../nbs/api/03_oauth.ipynb #046de733
 import asyncio, hmac, inspect, json, re, time
 from urllib.parse import unquote, urlsplit
 import itsdangerous
@@ -15,7 +15,7 @@ from fasthtml.components import to_xml, Html, Head, Title, Meta, Body, Form, Inp
 from fastcore.basics import patch
 from .core import *
 
-# %% ../nbs/api/03_oauth.ipynb #4a1e0c00
+# %% ../nbs/api/03_oauth.ipynb #1dfe5a5c
 def safe_next(path:str|None) -> str|None:
     "`path` if it is a same-origin path such as `/page?x=1`, else `None`"
     if not isinstance(path, str) or not path.startswith('/') or len(path) > 2000: return None
@@ -23,7 +23,7 @@ def safe_next(path:str|None) -> str|None:
         if p.startswith('//') or '\\' in p or re.search(r'[\x00-\x1f\x7f]', p) or urlsplit(p).netloc or urlsplit(p).scheme: return None
     return path
 
-# %% ../nbs/api/03_oauth.ipynb #fbe37f48
+# %% ../nbs/api/03_oauth.ipynb #223a0d26
 class OAuth:
     "Login through `cli` for FastHTML `app`: callback, logout and login-start routes, and a Beforeware gating every other path"
     def __init__(self, app, cli,
@@ -57,7 +57,7 @@ class OAuth:
         if self.base_url: return self.base_url + self.redir_path
         return redir_url(req, self.redir_path, 'http' if url_match(req, self.http_patterns) or not self.https else 'https')
 
-# %% ../nbs/api/03_oauth.ipynb #a7de28a7
+# %% ../nbs/api/03_oauth.ipynb #822fb898
 @patch
 def get_auth(self:OAuth, info:UserInfo, ident, session:dict, state:str|None):
     "Accept the login of `info` by returning a response (or any truthy value), refuse it with a falsy one"
@@ -83,7 +83,7 @@ async def _run(f, *args, **kw):
     res = await f(*args, **kw) if inspect.iscoroutinefunction(f) else await asyncio.to_thread(f, *args, **kw)
     return await res if inspect.isawaitable(res) else res
 
-# %% ../nbs/api/03_oauth.ipynb #2afdec75
+# %% ../nbs/api/03_oauth.ipynb #2affdaf8
 def _htmx(req, res):
     "For htmx requests, turn a redirect into an `HX-Redirect` that htmx performs as a full navigation"
     if 'hx-request' in req.headers and isinstance(res, Response) and res.status_code in (301, 302, 303, 307, 308):
@@ -132,7 +132,7 @@ async def _before(self:OAuth, req, session):
     if (type(o).check_invalid is not OAuth.check_invalid or 'check_invalid' in o.__dict__) and (res := await _run(o.check_invalid, req, session, auth)):
         return _htmx(req, res)
 
-# %% ../nbs/api/03_oauth.ipynb #2a24f4dd
+# %% ../nbs/api/03_oauth.ipynb #616644a5
 _max_payload, _max_pending_bytes = 1000, 2500  # browsers drop cookies over 4 KB; the rest of the session needs room too
 
 @patch
@@ -164,7 +164,7 @@ async def _start(self:OAuth, req, session):
     session['oauth_pending'] = pending
     return RedirectResponse(lr.url, status_code=303)
 
-# %% ../nbs/api/03_oauth.ipynb #281358d5
+# %% ../nbs/api/03_oauth.ipynb #db328ed8
 @patch
 def _fail(self:OAuth, session, err:Exception):
     "Send the browser to the error page with a safe message"
@@ -203,6 +203,8 @@ async def _callback(self:OAuth, req, session):
         if req.method == 'POST' and not fields.get('_oauth_resubmit') and state and 'oauth_pending' not in session: return self._resubmit(req, fields)
         p = self._take(session, state)
         if fields.get('error'):
+            await self.cli._ready_async()
+            self.cli.check_iss(fields.get('iss'))  # RFC 9207 applies to error answers too
             raise ProviderError.of('the login', fields['error'], fields.get('error_description'))
         if not fields.get('code'): raise InvalidResponse("The provider's answer has neither a code nor an error")
         lr = LoginRequest('', state, p['v'], p['r'], p['n'], p['p'], p['t'])
@@ -227,7 +229,7 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, p:dict):
     if isinstance(res, Response): return res
     return RedirectResponse(safe_next(nxt) or '/', status_code=303)
 
-# %% ../nbs/api/03_oauth.ipynb #d0b3bbcc
+# %% ../nbs/api/03_oauth.ipynb #be85e474
 @patch
 async def _logout(self:OAuth, req, session):
     session.clear()

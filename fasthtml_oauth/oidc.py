@@ -6,13 +6,13 @@
 __all__ = ['signing_algs', 'IssuerMismatch', 'IdTokenSignatureError', 'UnknownKeyError', 'IdTokenIssuerError',
            'IdTokenAudienceError', 'IdTokenExpiredError', 'IdTokenNotYetValidError', 'OIDCAppClient']
 
-# %% ../nbs/api/01_oidc.ipynb #e756d951
+# %% ../nbs/api/01_oidc.ipynb #e2563e3b
 import hmac, time
 from fastcore.basics import patch
 from .core import *
 from .core import _error_body
 
-# %% ../nbs/api/01_oidc.ipynb #5478a0fa
+# %% ../nbs/api/01_oidc.ipynb #b667b1f3
 class IssuerMismatch(OAuthError):
     "A discovery document or a callback's `iss` names a different issuer from the one configured"
     error = 'invalid_issuer'
@@ -35,7 +35,7 @@ class IdTokenExpiredError(IdTokenError):
 class IdTokenNotYetValidError(IdTokenError):
     "The id_token's `iat` or `nbf` lies in the future"
 
-# %% ../nbs/api/01_oidc.ipynb #5fd2aeaa
+# %% ../nbs/api/01_oidc.ipynb #5080b515
 def _jose():
     "joserfc's `jwt`, `jws`, `errors` and `KeySet`, imported on first use: only id_token checks need them, and loading them is a fifth of the package's import time"
     from joserfc import jwt, jws, errors
@@ -68,7 +68,7 @@ def _discovered(attr, key):
 for attr, key in (('base_url', 'authorization_endpoint'), ('token_url', 'token_endpoint'),
                   ('info_url', 'userinfo_endpoint'), ('revoke_url', 'revocation_endpoint')): setattr(OIDCAppClient, attr, _discovered(attr, key))
 
-# %% ../nbs/api/01_oidc.ipynb #ce03630c
+# %% ../nbs/api/01_oidc.ipynb #80d43dee
 @patch
 def _discovery_url(self:OIDCAppClient) -> str: return self.issuer.rstrip('/') + '/.well-known/openid-configuration'
 
@@ -120,7 +120,7 @@ async def _ready_async(self:OIDCAppClient): await self.metadata_async()
 @patch
 def _ready(self:OIDCAppClient): self.metadata()
 
-# %% ../nbs/api/01_oidc.ipynb #a4f4ee45
+# %% ../nbs/api/01_oidc.ipynb #beb13179
 @patch
 def _store_jwks(self:OIDCAppClient, res:'httpx.Response'):
     jwt, jws, errors, KeySet = _jose()
@@ -150,7 +150,7 @@ def jwks(self:OIDCAppClient, kid:str|None=None):
     if self._need_jwks(kid): self._store_jwks(self._send('GET', self.metadata()['jwks_uri'], 'JWKS endpoint'))
     return self._jwks
 
-# %% ../nbs/api/01_oidc.ipynb #afc7400b
+# %% ../nbs/api/01_oidc.ipynb #ff6d86ab
 @patch
 def _header(self:OIDCAppClient, id_token:str) -> dict:
     "The id_token's JOSE header, with its algorithm checked against the allow-list"
@@ -205,13 +205,14 @@ def verify_id_token(self:OIDCAppClient, id_token:str, nonce:str|None=None) -> di
     h = self._header(id_token)
     return self._check_claims(h, self.jwks(h.get('kid')), id_token, nonce)
 
-# %% ../nbs/api/01_oidc.ipynb #e375c0ce
+# %% ../nbs/api/01_oidc.ipynb #144eacf7
 _scope_claims = dict(email=('email',), profile=('name',))
 
 @patch
-def _missing(self:OIDCAppClient, claims:dict) -> bool:
-    "Does `claims` lack a claim the client's scopes ask for? (Google spells scopes as URLs ending in `.email`, `.profile`)"
-    scopes = self.scope.split() if isinstance(self.scope, str) else list(self.scope or [])
+def _missing(self:OIDCAppClient, claims:dict, scope=None) -> bool:
+    "Does `claims` lack a claim the granted `scope` (default: the client's) asks for? (Google spells scopes as URLs ending in `.email`, `.profile`)"
+    scope = scope or self.scope
+    scopes = scope.split() if isinstance(scope, str) else list(scope or [])
     return any(claims.get(k) in (None, '') for s in scopes for k in _scope_claims.get(s.rsplit('.', 1)[-1].rsplit('/', 1)[-1], ()))
 
 @patch
@@ -230,7 +231,7 @@ async def info_from_token_async(self:OIDCAppClient, token:Token, nonce:str|None=
     "The user's info: the verified id_token's claims, completed by user info only if they lack what the scopes ask for"
     if not token.get('id_token'): return self._no_id_token(nonce) or await self.get_info_async(token)
     claims = await self.verify_id_token_async(token['id_token'], nonce)
-    if not self._missing(claims) or not self.info_url: return self.to_info(claims)
+    if not self._missing(claims, token.get('scope')) or not self.info_url: return self.to_info(claims)
     return self._merge(claims, await self.get_info_async(token))
 
 @patch
@@ -238,10 +239,10 @@ def info_from_token(self:OIDCAppClient, token:Token, nonce:str|None=None) -> Use
     "Synchronous `info_from_token_async`"
     if not token.get('id_token'): return self._no_id_token(nonce) or self.get_info(token)
     claims = self.verify_id_token(token['id_token'], nonce)
-    if not self._missing(claims) or not self.info_url: return self.to_info(claims)
+    if not self._missing(claims, token.get('scope')) or not self.info_url: return self.to_info(claims)
     return self._merge(claims, self.get_info(token))
 
-# %% ../nbs/api/01_oidc.ipynb #e4a56e3f
+# %% ../nbs/api/01_oidc.ipynb #076efe14
 @patch
 def check_iss(self:OIDCAppClient, iss:str|None):
     "Refuse a callback whose `iss` differs from the issuer, or lacks it when the provider always sends it (RFC 9207)"
