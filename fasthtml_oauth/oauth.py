@@ -5,17 +5,18 @@
 # %% auto #0
 __all__ = ['safe_next', 'OAuth']
 
-# %% ../nbs/api/03_oauth.ipynb #046de733
+# %% ../nbs/api/03_oauth.ipynb #d91da6be
 import asyncio, hmac, inspect, json, re, time
 from urllib.parse import unquote, urlsplit
 import itsdangerous
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from fasthtml.core import Beforeware
 from fasthtml.components import to_xml, Html, Head, Title, Meta, Body, Form, Input, Button, Script, Noscript, P
 from fastcore.basics import patch
 from .core import *
 
-# %% ../nbs/api/03_oauth.ipynb #1dfe5a5c
+# %% ../nbs/api/03_oauth.ipynb #617912ad
 def safe_next(path:str|None) -> str|None:
     "`path` if it is a same-origin path such as `/page?x=1`, else `None`"
     if not isinstance(path, str) or not path.startswith('/') or len(path) > 2000: return None
@@ -23,7 +24,7 @@ def safe_next(path:str|None) -> str|None:
         if p.startswith('//') or '\\' in p or re.search(r'[\x00-\x1f\x7f]', p) or urlsplit(p).netloc or urlsplit(p).scheme: return None
     return path
 
-# %% ../nbs/api/03_oauth.ipynb #223a0d26
+# %% ../nbs/api/03_oauth.ipynb #54933ecb
 class OAuth:
     "Login through `cli` for FastHTML `app`: callback, logout and login-start routes, and a Beforeware gating every other path"
     def __init__(self, app, cli,
@@ -57,7 +58,7 @@ class OAuth:
         if self.base_url: return self.base_url + self.redir_path
         return redir_url(req, self.redir_path, 'http' if url_match(req, self.http_patterns) or not self.https else 'https')
 
-# %% ../nbs/api/03_oauth.ipynb #822fb898
+# %% ../nbs/api/03_oauth.ipynb #0c4bb804
 @patch
 def get_auth(self:OAuth, info:UserInfo, ident, session:dict, state:str|None):
     "Accept the login of `info` by returning a response (or any truthy value), refuse it with a falsy one"
@@ -79,11 +80,11 @@ def logout(self:OAuth, session:dict):
     return self.redir_login(session)
 
 async def _run(f, *args, **kw):
-    "Await `f(*args)`: async functions directly, plain ones in a worker thread"
-    res = await f(*args, **kw) if inspect.iscoroutinefunction(f) else await asyncio.to_thread(f, *args, **kw)
+    "Await `f(*args)`: async functions directly, plain ones in the worker threads FastHTML runs sync handlers in"
+    res = await f(*args, **kw) if inspect.iscoroutinefunction(f) else await run_in_threadpool(f, *args, **kw)
     return await res if inspect.isawaitable(res) else res
 
-# %% ../nbs/api/03_oauth.ipynb #2affdaf8
+# %% ../nbs/api/03_oauth.ipynb #e2aab546
 def _htmx(req, res):
     "For htmx requests, turn a redirect into an `HX-Redirect` that htmx performs as a full navigation"
     if 'hx-request' in req.headers and isinstance(res, Response) and res.status_code in (301, 302, 303, 307, 308):
@@ -132,7 +133,7 @@ async def _before(self:OAuth, req, session):
     if (type(o).check_invalid is not OAuth.check_invalid or 'check_invalid' in o.__dict__) and (res := await _run(o.check_invalid, req, session, auth)):
         return _htmx(req, res)
 
-# %% ../nbs/api/03_oauth.ipynb #616644a5
+# %% ../nbs/api/03_oauth.ipynb #649f884b
 _max_payload, _max_pending_bytes = 1000, 2500  # browsers drop cookies over 4 KB; the rest of the session needs room too
 
 @patch
@@ -164,7 +165,7 @@ async def _start(self:OAuth, req, session):
     session['oauth_pending'] = pending
     return RedirectResponse(lr.url, status_code=303)
 
-# %% ../nbs/api/03_oauth.ipynb #db328ed8
+# %% ../nbs/api/03_oauth.ipynb #7b1dd85b
 @patch
 def _fail(self:OAuth, session, err:Exception):
     "Send the browser to the error page with a safe message"
@@ -229,7 +230,7 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, p:dict):
     if isinstance(res, Response): return res
     return RedirectResponse(safe_next(nxt) or '/', status_code=303)
 
-# %% ../nbs/api/03_oauth.ipynb #be85e474
+# %% ../nbs/api/03_oauth.ipynb #f83540a3
 @patch
 async def _logout(self:OAuth, req, session):
     session.clear()
