@@ -48,6 +48,10 @@ def expected_pages() -> dict:
 class Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args): pass
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    "The browser sometimes drops a connection it no longer needs (a broken pipe): not worth a traceback in the test output"
+    def handle_error(self, request, client_address): pass
+
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):
     "Build the site with `tools/docs.py` and serve it on a loopback port; yields its base URL"
@@ -57,7 +61,7 @@ def site(tmp_path_factory):
         err = res.stderr[res.stderr.rfind('Exception: Error in notebook'):] if 'Exception: Error in notebook' in res.stderr else res.stderr
         pytest.fail(f'tools/docs.py failed:\n{err[-3000:]}', pytrace=False)
     assert 'broken link' not in res.stdout, res.stdout
-    srv = http.server.ThreadingHTTPServer(('127.0.0.1', free_port()), functools.partial(Quiet, directory=str(out)))
+    srv = QuietServer(('127.0.0.1', free_port()), functools.partial(Quiet, directory=str(out)))
     th = threading.Thread(target=srv.serve_forever, daemon=True)
     th.start()
     yield f'http://127.0.0.1:{srv.server_port}/'
