@@ -22,10 +22,11 @@ def app_with(get_auth, port):
     cli = OIDCAppClient('app', 'app-secret', issuer=dp.issuer, transport=Jitter(dp.transport), timeout=30)
     app = FastHTML(secret_key='load-secret', default_hdrs=False)
     Auth = type('Auth', (OAuth,), dict(get_auth=get_auth))
-    oauth = Auth(app, cli, skip=['/ping'])
+    oauth = Auth(app, cli, skip=['/ping', '/sync-ping'])
     app.get('/account')(lambda auth: P(str(auth), id='auth'))
     @app.get('/ping')
     async def ping(): return 'pong'
+    app.get('/sync-ping')(lambda: 'pong')  # a sync handler needs one of FastHTML's worker threads
     return dp, app, oauth
 
 async def log_in(base, dp, oauth, email):
@@ -54,7 +55,7 @@ def test_200_concurrent_logins_no_mixups(serve):
         assert ident == subs[email] and dp.access[at]['user']['email'] == email
 
 def test_slow_sync_get_auth_does_not_block_the_app(serve):
-    "50 logins whose sync get_auth is stuck until released; meanwhile an unrelated page still answers (no timing involved)"
+    "50 logins whose sync get_auth is stuck until released; meanwhile unrelated pages, async and sync, still answer (no timing involved)"
     port, release, stuck, lock = free_port(), threading.Event(), [0], threading.Lock()
     def get_auth(self, info, ident, session, state):
         with lock: stuck[0] += 1
@@ -68,7 +69,8 @@ def test_slow_sync_get_auth_does_not_block_the_app(serve):
         for _ in range(600):
             if stuck[0] >= 20: break
             await asyncio.sleep(0.05)
-        async with httpx.AsyncClient(base_url=base, timeout=10) as c: pongs = [(await c.get('/ping')).text for _ in range(20)]
+        async with httpx.AsyncClient(base_url=base, timeout=10) as c:
+            pongs = [(await c.get(p)).text for _ in range(10) for p in ('/ping', '/sync-ping')]
         blocked_during_pings = stuck[0]
         release.set()
         return pongs, blocked_during_pings, await asyncio.gather(*logins)
