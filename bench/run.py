@@ -160,7 +160,8 @@ def bench_callbacks(cfg, lg, apps, procs, libs) -> dict:
                     say(f'  callbacks {kind:6} {lib:7} c={c:<3} rep {rep + 1}: {row["rate"]:7.1f}/s  p50 {row["p50"]:7.1f} ms  p99 {row["p99"]:7.1f} ms  app CPU {row["app_cpu_ms"]:.2f} ms/login')
     for kind, bylib in out.items():
         for lib, byc in bylib.items():
-            for c, rows in byc.items(): byc[c] = dict({k: med(r[k] for r in rows) for k in rows[0]}, reps=len(rows), failed=sum(r['failed'] for r in rows), sent=sum(r['n'] + r['failed'] for r in rows))
+            for c, rows in byc.items(): byc[c] = dict({k: med(r[k] for r in rows) for k in rows[0]}, reps=len(rows), failed=sum(r['failed'] for r in rows),
+                                                      sent=sum(r['n'] + r['failed'] for r in rows), rates=[r['rate'] for r in rows])
     return out
 
 def bench_gate(cfg, lg, apps, procs) -> dict:
@@ -336,7 +337,7 @@ def plot(r, path):
     a.bar([x - .2 for x in xs], [g[l]['ungated_rps'] for l in ('ours', 'theirs')], .4, label='ungated', color='lightgray')
     a.bar([x + .2 for x in xs], [g[l]['gated_rps'] for l in ('ours', 'theirs')], .4, label='gated', color=[colors['ours'], colors['theirs']])
     for x, l in zip(xs, ('ours', 'theirs')): a.text(x + .2, g[l]['gated_rps'], f"{g[l]['ratio']:.3f}x", ha='center', va='bottom')
-    a.set_xticks(list(xs), [NAMES[l] for l in ('ours', 'theirs')]); a.set(ylabel='requests/s', title='Page for a logged-in user: gated vs ungated'); a.legend()
+    a.set_xticks(list(xs), [NAMES[l] for l in ('ours', 'theirs')]); a.set(ylabel='requests/s', title='Page for a logged-in user: gated vs ungated'); a.legend(loc='lower center')
     a, h = ax[1, 1], r['hooks']
     cases = (('idle_p99', 'idle'), ('instant_p99', 'logins,\ninstant hook'), ('slow_p99', 'logins,\n0.2 s sync hook'))
     for k, lib in enumerate(('ours', 'theirs')):
@@ -348,13 +349,21 @@ def plot(r, path):
     i = r['imports']
     a.set(xlabel='logins', ylabel='RSS MiB', title=f"App memory; import {i['ours']['median_ms']:.0f} ms vs {i['theirs']['median_ms']:.0f} ms")
     a.set_ylim(bottom=0); a.legend(); a.grid(True, alpha=.3)
-    fig.suptitle(f"fasthtml_oauth vs fasthtml.oauth {r['versions']['python-fasthtml']}: {r['meta']['mode']} run, {r['meta']['date']}, {r['meta']['cpus']} CPUs, provider on loopback with {LATENCY * 1000:.0f} ms per request")
+    fig.suptitle(f"fasthtml_oauth ({r['meta'].get('commit')}) vs fasthtml.oauth {r['versions']['python-fasthtml']}: {r['meta']['mode']} run, {r['meta']['date']}, {r['meta']['cpus']} CPUs, provider on loopback with {LATENCY * 1000:.0f} ms per request")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
 
 # ---------------------------------------------------------------------------------------------------------------- main
+def commit() -> str|None:
+    "The checkout's commit, with `+dirty` if the package differs from it"
+    try:
+        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'fasthtml_oauth'], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return head + ('+dirty' if dirty else '')
+    except (OSError, subprocess.CalledProcessError): return None
+
 def versions() -> dict:
     from importlib.metadata import version, PackageNotFoundError
     v = {}
@@ -377,7 +386,7 @@ def main():
     if not use_authlib:
         say('authlib: skipped (' + ('not installed: pip install authlib' if not have_authlib else '--quick' if a.quick else '--no-authlib') + ')')
     libs = ('ours', 'theirs') + (('authlib',) if use_authlib else ())
-    t_start = time.time()
+    t_start, code_commit = time.time(), commit()
     RESULTS.mkdir(parents=True, exist_ok=True)
     procs = Procs(pin=not a.no_pin)
 
@@ -430,7 +439,7 @@ def main():
     finally:
         procs.stop_all()
 
-    r = dict(meta=dict(mode='quick' if a.quick else 'full', date=time.strftime('%Y-%m-%d %H:%M'), seconds=round(time.time() - t_start, 1),
+    r = dict(meta=dict(mode='quick' if a.quick else 'full', date=time.strftime('%Y-%m-%d %H:%M'), seconds=round(time.time() - t_start, 1), commit=code_commit,
                        python=platform.python_version(), machine=platform.machine(), cpus=os.cpu_count(), pinned=procs.pin,
                        provider_latency_s=LATENCY, authlib=use_authlib, profiled=a.profile, phases=phases),
              versions=versions(), config={k: (list(v) if isinstance(v, tuple) else {str(x): y for x, y in v.items()} if isinstance(v, dict) else v) for k, v in cfg.items()},
@@ -438,7 +447,7 @@ def main():
     r['targets'] = targets(r)
     txt = table(r)
     print(txt)
-    print(f"\n{r['meta']['mode']} run took {r['meta']['seconds']:.0f} s")
+    print(f"\n{r['meta']['mode']} run of fasthtml_oauth {r['meta']['commit']} took {r['meta']['seconds']:.0f} s")
     (RESULTS / 'latest.json').write_text(json.dumps(r, indent=1))
     (RESULTS / 'latest.txt').write_text(txt + '\n')
     png = plot(r, RESULTS / 'latest.png')
