@@ -220,6 +220,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'fasthtml_oauth.oauth._as_response': ('api/oauth.html#_as_response', 'fasthtml_oauth/oauth.py'),
                                       'fasthtml_oauth.oauth._htmx': ('api/oauth.html#_htmx', 'fasthtml_oauth/oauth.py'),
                                       'fasthtml_oauth.oauth._run': ('api/oauth.html#_run', 'fasthtml_oauth/oauth.py'),
+                                      'fasthtml_oauth.oauth._static_handler': ('api/oauth.html#_static_handler', 'fasthtml_oauth/oauth.py'),
                                       'fasthtml_oauth.oauth.hook_pool': ('api/oauth.html#hook_pool', 'fasthtml_oauth/oauth.py'),
                                       'fasthtml_oauth.oauth.safe_next': ('api/oauth.html#safe_next', 'fasthtml_oauth/oauth.py')},
             'fasthtml_oauth.oidc': { 'fasthtml_oauth.oidc.IdTokenAudienceError': ( 'api/oidc.html#idtokenaudienceerror',

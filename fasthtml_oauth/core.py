@@ -8,7 +8,7 @@ __all__ = ['loopback_hosts', 'http_patterns', 'log', 'get_host', 'hostname', 'ur
            'InsecureTransport', 'StateError', 'NonceError', 'IdTokenError', 'Token', 'UserInfo', 'AppClient',
            'check_url', 'pkce_challenge', 'LoginRequest', 'ssl_context']
 
-# %% ../nbs/api/00_core.ipynb #fc6ed5e2
+# %% ../nbs/api/00_core.ipynb #5226b585
 import asyncio, base64, hashlib, json, logging, re, secrets, threading, time, weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, asdict
@@ -22,7 +22,7 @@ from fastcore.basics import patch
 
 from . import __version__
 
-# %% ../nbs/api/00_core.ipynb #e09089d1
+# %% ../nbs/api/00_core.ipynb #d7b4e868
 loopback_hosts = ('localhost', '127.0.0.1', '[::1]')
 http_patterns = (r'^(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$',)
 _re_host = re.compile(r'^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?$')
@@ -49,7 +49,7 @@ def redir_url(request,
     if scheme is None: scheme = 'http' if hostname(host).lower() in loopback_hosts else 'https'
     return f"{scheme}://{host}{redir_path}"
 
-# %% ../nbs/api/00_core.ipynb #a7e3f2fd
+# %% ../nbs/api/00_core.ipynb #248cccb7
 def safe_text(s, n:int=200) -> str:
     "`s` as one line of printable text of at most `n` characters"
     s = re.sub(r'[\x00-\x1f\x7f-\x9f\u2028\u2029]+', ' ', str(s if s is not None else '')).strip()
@@ -106,7 +106,7 @@ class IdTokenError(OAuthError):
     "The id_token failed verification (signature, issuer, audience, expiry)"
     error = 'invalid_id_token'
 
-# %% ../nbs/api/00_core.ipynb #b138cff7
+# %% ../nbs/api/00_core.ipynb #425c744c
 _secret_keys = ('access_token', 'refresh_token', 'id_token')
 
 class Token(dict):
@@ -140,7 +140,7 @@ class Token(dict):
         if isinstance(tok.get('scope'), list): tok['scope'] = ' '.join(tok['scope'])
         return tok
 
-# %% ../nbs/api/00_core.ipynb #02ed98db
+# %% ../nbs/api/00_core.ipynb #03304115
 def _verified(v) -> bool|None:
     "`True` only for a real `true` (some providers send the string `'true'`); `None` when absent"
     return None if v is None else v is True or str(v).lower() == 'true'
@@ -158,7 +158,7 @@ class UserInfo(dict):
         return cls(raw, ident=g(id_key), email=g('email'), email_verified=_verified(g('email_verified')), name=g('name'),
                    picture=g('picture') or g('avatar_url'), username=g('preferred_username') or g('login') or g('username') or g('nickname'))
 
-# %% ../nbs/api/00_core.ipynb #7fe2c56c
+# %% ../nbs/api/00_core.ipynb #3b8633b7
 _config = ('base_url', 'token_url', 'info_url', 'revoke_url', 'id_key', 'token_auth')
 
 class AppClient:
@@ -184,7 +184,7 @@ class AppClient:
     async def _ready_async(self): "Make sure the endpoint URLs are known (clients that discover them override this)"
     def _ready(self): "Synchronous `_ready_async`"
 
-# %% ../nbs/api/00_core.ipynb #4fc309c5
+# %% ../nbs/api/00_core.ipynb #ac994892
 def check_url(url, what:str='endpoint') -> str:
     "`url` if it is `https`, or plain `http` on a loopback host; else `InsecureTransport`"
     if not url: raise OAuthError(f"This client has no {what} URL")
@@ -192,7 +192,7 @@ def check_url(url, what:str='endpoint') -> str:
     if u.scheme == 'https' or (u.scheme == 'http' and u.hostname in ('localhost', '127.0.0.1', '::1')): return str(url)
     raise InsecureTransport(f"Refusing to send OAuth data to {u.scheme}://{u.netloc}: use https (plain http is allowed only on loopback)")
 
-# %% ../nbs/api/00_core.ipynb #cb293bc5
+# %% ../nbs/api/00_core.ipynb #b61a97ca
 def pkce_challenge(verifier:str) -> str:
     "The S256 `code_challenge` for `verifier` (RFC 7636 §4.2)"
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b'=').decode()
@@ -242,7 +242,7 @@ def login_request(self:AppClient,
     url = self._grant_uri(redirect_uri, scope, state, code_challenge=pkce_challenge(verifier), code_challenge_method='S256', **kwargs)
     return LoginRequest(url, state, verifier, redirect_uri, nonce or None, payload, time.time())
 
-# %% ../nbs/api/00_core.ipynb #dc2cfc18
+# %% ../nbs/api/00_core.ipynb #c0734f0a
 @patch
 def login_link(self:AppClient,
                redirect_uri:str,          # Full callback URL registered with the provider
@@ -252,7 +252,7 @@ def login_link(self:AppClient,
     "A URL that sends the user to the provider's consent page"
     return self._grant_uri(redirect_uri, scope or self.scope, state, **kwargs)
 
-# %% ../nbs/api/00_core.ipynb #e6c80eb9
+# %% ../nbs/api/00_core.ipynb #daa6d3d3
 @patch
 async def login_request_async(self:AppClient, redirect_uri:str, scope:str|list|None=None, payload:str|None=None,
                               nonce:str|bool|None=None, **kwargs) -> LoginRequest:
@@ -260,7 +260,7 @@ async def login_request_async(self:AppClient, redirect_uri:str, scope:str|list|N
     await self._ready_async()
     return self.login_request(redirect_uri, scope, payload, nonce, **kwargs)
 
-# %% ../nbs/api/00_core.ipynb #7e454a52
+# %% ../nbs/api/00_core.ipynb #1d870884
 log = logging.getLogger('fasthtml_oauth')
 _headers = {'User-Agent': f'fasthtml-oauth/{__version__}', 'Accept': 'application/json'}
 
@@ -282,10 +282,11 @@ def _aclient(self:AppClient) -> 'httpx.AsyncClient':
     loop = asyncio.get_running_loop()
     ref, cs = self._pools.get(id(loop), (None, None))
     if ref is None or ref() is not loop or cs[0].is_closed:
-        for k, (r, _) in list(self._pools.items()):
-            if r() is None or r().is_closed(): del self._pools[k]
-        cs = [_http(self, 'AsyncClient') for _ in range(self.pools_per_loop)]
-        self._pools[id(loop)] = (weakref.ref(loop), cs)
+        with self._lock:  # threads that each run their own loop may get here at once
+            for k, (r, _) in list(self._pools.items()):
+                if (l := r()) is None or l.is_closed(): self._pools.pop(k, None)
+            cs = [_http(self, 'AsyncClient') for _ in range(self.pools_per_loop)]
+            self._pools[id(loop)] = (weakref.ref(loop), cs)
     self._turn = (self._turn + 1) % len(cs)
     return cs[self._turn]
 
@@ -325,7 +326,7 @@ def _send(self:AppClient, method, url, what='endpoint', auth=None, **kw) -> 'htt
     log.debug("%s %s -> HTTP %s", method, req.url.copy_with(query=None), res.status_code)
     return res
 
-# %% ../nbs/api/00_core.ipynb #f8f637e0
+# %% ../nbs/api/00_core.ipynb #30c042d5
 @patch
 async def aclose(self:AppClient):
     "Close this client's connection pools: the running loop's properly, those of other loops by dropping them"
@@ -342,7 +343,7 @@ def close(self:AppClient):
     with self._lock: sync, self._sync = self._sync, None
     if sync is not None: sync.close()
 
-# %% ../nbs/api/00_core.ipynb #f49f8948
+# %% ../nbs/api/00_core.ipynb #c45797b1
 @patch
 def _token_request(self:AppClient, grant_type:str, **kw) -> dict:
     "Arguments for `_send`/`_asend` of a token-endpoint call with the client's credentials"
@@ -387,12 +388,12 @@ def parse_response(self:AppClient, code:str, redirect_uri:str, code_verifier:str
     self.token = tok = self._token_from(res)
     return tok
 
-# %% ../nbs/api/00_core.ipynb #46c7933e
+# %% ../nbs/api/00_core.ipynb #6e1501dc
 def _get_token(self) -> Token|None: return self._token.get()
 def _set_token(self, tok): self._token.set(Token(tok) if isinstance(tok, dict) and not isinstance(tok, Token) else tok)
 AppClient.token = property(_get_token, _set_token, doc="The `Token` from this task's or thread's last exchange or refresh")
 
-# %% ../nbs/api/00_core.ipynb #a6063b3c
+# %% ../nbs/api/00_core.ipynb #feb3e4a2
 @patch
 def to_info(self:AppClient, raw:dict) -> UserInfo:
     "The provider's `raw` user info as a `UserInfo`; providers override this to map their own fields"
@@ -461,7 +462,7 @@ def retr_id(self:AppClient, code:str, redirect_uri:str, code_verifier:str|None=N
     "Synchronous `retr_id_async`"
     return self.retr_info(code, redirect_uri, code_verifier, nonce)[self.id_key]
 
-# %% ../nbs/api/00_core.ipynb #9443f514
+# %% ../nbs/api/00_core.ipynb #989fc0f8
 @patch
 def check_iss(self:AppClient, iss:str|None):
     "Check the callback's `iss` parameter (RFC 9207); plain OAuth 2 clients have no issuer to compare it with"
@@ -487,7 +488,7 @@ def finish_login(self:AppClient, lr:LoginRequest, code:str, iss:str|None=None, f
     tok = self.parse_response(code, lr.redirect_uri, lr.code_verifier)
     return tok, self.info_from_callback(self.info_from_token(tok, lr.nonce), fields or {})
 
-# %% ../nbs/api/00_core.ipynb #8e3c4b8b
+# %% ../nbs/api/00_core.ipynb #4e8dac1a
 @patch
 def _refresh_request(self:AppClient, token, scope) -> tuple:
     "The refresh token in `token`, and the token-endpoint request that trades it"

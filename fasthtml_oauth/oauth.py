@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['safe_next', 'OAuth', 'hook_pool', 'Gate']
 
-# %% ../nbs/api/03_oauth.ipynb #584c0fa8
+# %% ../nbs/api/03_oauth.ipynb #3b6efae5
 import asyncio, contextvars, hmac, inspect, json, re, time
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
@@ -14,12 +14,13 @@ import itsdangerous
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.middleware import Middleware
 from starlette.requests import Request, HTTPConnection
-from starlette.routing import Match
+from starlette.routing import Match, get_route_path
+from starlette.authentication import AuthCredentials
 from fasthtml.components import to_xml, Html, Head, Title, Meta, Body, Form, Input, Button, Script, Noscript, P
 from fastcore.basics import patch
 from .core import *
 
-# %% ../nbs/api/03_oauth.ipynb #86e542d6
+# %% ../nbs/api/03_oauth.ipynb #9cdc75b0
 def safe_next(path:str|None) -> str|None:
     "`path` if it is a same-origin path such as `/page?x=1`, else `None`"
     if not isinstance(path, str) or not path.startswith('/') or len(path) > 2000: return None
@@ -27,7 +28,7 @@ def safe_next(path:str|None) -> str|None:
         if p.startswith('//') or '\\' in p or re.search(r'[\x00-\x1f\x7f]', p) or urlsplit(p).netloc or urlsplit(p).scheme: return None
     return path
 
-# %% ../nbs/api/03_oauth.ipynb #9a4c7cb4
+# %% ../nbs/api/03_oauth.ipynb #91e9fe32
 class OAuth:
     "Login through `cli` for FastHTML `app`: callback, logout and login-start routes, and a gate in front of every other path"
     def __init__(self, app, cli,
@@ -61,7 +62,7 @@ class OAuth:
         if self.base_url: return self.base_url + self.redir_path
         return redir_url(req, self.redir_path, 'http' if url_match(req, self.http_patterns) or not self.https else 'https')
 
-# %% ../nbs/api/03_oauth.ipynb #869389a7
+# %% ../nbs/api/03_oauth.ipynb #53eba37c
 @patch
 def get_auth(self:OAuth, info:UserInfo, ident, session:dict, state:str|None):
     "Accept the login of `info` by returning a response (or any truthy value), refuse it with a falsy one"
@@ -93,7 +94,7 @@ async def _run(f, *args, **kw):
     else: res = await asyncio.get_running_loop().run_in_executor(hook_pool(), partial(contextvars.copy_context().run, f, *args, **kw))
     return await res if inspect.isawaitable(res) else res
 
-# %% ../nbs/api/03_oauth.ipynb #4376487b
+# %% ../nbs/api/03_oauth.ipynb #0cc44c9c
 def _htmx(req, res):
     "For htmx requests, turn a redirect into an `HX-Redirect` that htmx performs as a full navigation"
     if 'hx-request' in req.headers and isinstance(res, Response) and res.status_code in (301, 302, 303, 307, 308):
@@ -123,14 +124,20 @@ def _gate(self:OAuth, skip:list):
         self.app.user_middleware.append(Middleware(Gate, oauth=self))  # last, so inside the session middleware
     first._instances.append(self)
     first.skip.extend(list(skip) + self._skips())
-    first._skip_re = re.compile('|'.join(f'(?:{p})' for p in first.skip))
+    first._skip_res = [re.compile(p) for p in first.skip]  # each on its own: inline flags and group numbers stay as written
+
+def _static_handler(endpoint) -> bool:
+    "Is `endpoint` the one FastHTML's `static_route_exts` or `static_route` registered? (a user's own `{fname:path}` route is not)"
+    code, cells = getattr(endpoint, '__code__', None), getattr(endpoint, '__closure__', None) or ()
+    f = dict(zip(code.co_freevars, (c.cell_contents for c in cells))).get('f') if code else None  # FastHTML's wrapper keeps the handler as `f`
+    return getattr(f, '__qualname__', '') in ('static_route_exts.<locals>.get', 'static_route.<locals>.get')
 
 @patch
 def _static(self:OAuth, scope) -> bool:
-    "Will one of FastHTML's static-file routes (`{fname:path}` routes) serve this request?"
+    "Will one of FastHTML's static-file routes serve this request?"
     if '.' not in scope['path'].rsplit('/', 1)[-1]: return False  # static routes all end in an extension
     routes = self.app.routes
-    if self._statics[0] != len(routes): self._statics = (len(routes), {r.endpoint for r in routes if '{fname:path}' in getattr(r, 'path', '')})
+    if self._statics[0] != len(routes): self._statics = (len(routes), {r.endpoint for r in routes if _static_handler(getattr(r, 'endpoint', None))})
     for r in routes:
         match, child = r.matches(scope)
         if match == Match.FULL: return child.get('endpoint') in self._statics[1]
@@ -143,14 +150,19 @@ def _instance(self:OAuth, session) -> 'OAuth':
     return next((o for o in self._instances if o.redir_path == via), self)
 
 def _as_response(res) -> Response:
-    return res if isinstance(res, Response) else HTMLResponse(to_xml(res) if not isinstance(res, str) else res)
+    "A hook's answer as a response: responses as they are, text and FT components as HTML, anything else (`True`) as 403"
+    if isinstance(res, Response): return res
+    if isinstance(res, str): return HTMLResponse(res)
+    try: return HTMLResponse(to_xml(res))
+    except TypeError: return Response(status_code=403)
 
 @patch
 async def _check(self:OAuth, scope, receive) -> Response|None:
     "The gate's answer for a request that may not pass, or `None`"
-    if self._skip_re.fullmatch(scope['path']) or self._static(scope): return None
+    path = get_route_path(scope)  # relative to any mount this app sits under, as its routes are
+    if any(r.fullmatch(path) for r in self._skip_res) or self._static(scope): return None
     session = scope.get('session', {})
-    if 'auth' not in scope: scope['auth'] = session.get('auth')
+    if 'auth' not in scope or isinstance(scope['auth'], AuthCredentials): scope['auth'] = session.get('auth')  # Starlette's own auth middleware puts credentials there, not an identity
     auth = scope['auth']
     req = Request(scope, receive) if scope['type'] == 'http' else None
     if not auth:
@@ -162,7 +174,7 @@ async def _check(self:OAuth, scope, receive) -> Response|None:
     if (type(o).check_invalid is not OAuth.check_invalid or 'check_invalid' in o.__dict__) and (res := await _run(o.check_invalid, req or HTTPConnection(scope), session, auth)):
         return Response(status_code=403) if req is None else _htmx(req, _as_response(res))
 
-# %% ../nbs/api/03_oauth.ipynb #c935691d
+# %% ../nbs/api/03_oauth.ipynb #ce653549
 _max_payload, _max_pending_bytes = 1000, 2500  # browsers drop cookies over 4 KB; the rest of the session needs room too
 
 @patch
@@ -194,7 +206,7 @@ async def _start(self:OAuth, req, session):
     session['oauth_pending'] = pending
     return RedirectResponse(lr.url, status_code=303)
 
-# %% ../nbs/api/03_oauth.ipynb #5854c014
+# %% ../nbs/api/03_oauth.ipynb #dfcf05d3
 @patch
 def _fail(self:OAuth, session, err:Exception):
     "Send the browser to the error page with a safe message"
@@ -259,7 +271,7 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, p:dict):
     if isinstance(res, Response): return res
     return RedirectResponse(safe_next(nxt) or '/', status_code=303)
 
-# %% ../nbs/api/03_oauth.ipynb #e104bd39
+# %% ../nbs/api/03_oauth.ipynb #6f1d6b2d
 @patch
 async def _logout(self:OAuth, req, session):
     session.clear()
