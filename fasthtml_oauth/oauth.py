@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['safe_next', 'OAuth', 'hook_pool', 'Gate']
 
-# %% ../nbs/api/03_oauth.ipynb #3b6efae5
+# %% ../nbs/api/03_oauth.ipynb #d1f281f0
 import asyncio, contextvars, hmac, inspect, json, re, time
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
@@ -20,7 +20,7 @@ from fasthtml.components import to_xml, Html, Head, Title, Meta, Body, Form, Inp
 from fastcore.basics import patch
 from .core import *
 
-# %% ../nbs/api/03_oauth.ipynb #9cdc75b0
+# %% ../nbs/api/03_oauth.ipynb #13e3aa16
 def safe_next(path:str|None) -> str|None:
     "`path` if it is a same-origin path such as `/page?x=1`, else `None`"
     if not isinstance(path, str) or not path.startswith('/') or len(path) > 2000: return None
@@ -28,7 +28,7 @@ def safe_next(path:str|None) -> str|None:
         if p.startswith('//') or '\\' in p or re.search(r'[\x00-\x1f\x7f]', p) or urlsplit(p).netloc or urlsplit(p).scheme: return None
     return path
 
-# %% ../nbs/api/03_oauth.ipynb #91e9fe32
+# %% ../nbs/api/03_oauth.ipynb #1633d915
 class OAuth:
     "Login through `cli` for FastHTML `app`: callback, logout and login-start routes, and a gate in front of every other path"
     def __init__(self, app, cli,
@@ -62,7 +62,7 @@ class OAuth:
         if self.base_url: return self.base_url + self.redir_path
         return redir_url(req, self.redir_path, 'http' if url_match(req, self.http_patterns) or not self.https else 'https')
 
-# %% ../nbs/api/03_oauth.ipynb #53eba37c
+# %% ../nbs/api/03_oauth.ipynb #e1a6cbe7
 @patch
 def get_auth(self:OAuth, info:UserInfo, ident, session:dict, state:str|None):
     "Accept the login of `info` by returning a response (or any truthy value), refuse it with a falsy one"
@@ -94,7 +94,7 @@ async def _run(f, *args, **kw):
     else: res = await asyncio.get_running_loop().run_in_executor(hook_pool(), partial(contextvars.copy_context().run, f, *args, **kw))
     return await res if inspect.isawaitable(res) else res
 
-# %% ../nbs/api/03_oauth.ipynb #0cc44c9c
+# %% ../nbs/api/03_oauth.ipynb #db7958f5
 def _htmx(req, res):
     "For htmx requests, turn a redirect into an `HX-Redirect` that htmx performs as a full navigation"
     if 'hx-request' in req.headers and isinstance(res, Response) and res.status_code in (301, 302, 303, 307, 308):
@@ -163,18 +163,19 @@ async def _check(self:OAuth, scope, receive) -> Response|None:
     if any(r.fullmatch(path) for r in self._skip_res) or self._static(scope): return None
     session = scope.get('session', {})
     if 'auth' not in scope or isinstance(scope['auth'], AuthCredentials): scope['auth'] = session.get('auth')  # Starlette's own auth middleware puts credentials there, not an identity
-    auth = scope['auth']
-    req = Request(scope, receive) if scope['type'] == 'http' else None
+    auth, http = scope['auth'], scope['type'] == 'http'
     if not auth:
-        if req is None: return Response(status_code=403)
+        if not http: return Response(status_code=403)
+        req = Request(scope, receive)
         if req.method == 'GET' and 'hx-request' not in req.headers and (nxt := safe_next(req.url.path + (f'?{req.url.query}' if req.url.query else ''))):
             session['oauth_next'] = nxt
         return _htmx(req, _as_response(await _run(self.redir_login, session)))
     o = self._instance(session) if len(self._instances) > 1 else self
-    if (type(o).check_invalid is not OAuth.check_invalid or 'check_invalid' in o.__dict__) and (res := await _run(o.check_invalid, req or HTTPConnection(scope), session, auth)):
-        return Response(status_code=403) if req is None else _htmx(req, _as_response(res))
+    if type(o).check_invalid is OAuth.check_invalid and 'check_invalid' not in o.__dict__: return None  # the common case: nothing more per request
+    req = Request(scope, receive) if http else HTTPConnection(scope)
+    if res := await _run(o.check_invalid, req, session, auth): return _htmx(req, _as_response(res)) if http else Response(status_code=403)
 
-# %% ../nbs/api/03_oauth.ipynb #ce653549
+# %% ../nbs/api/03_oauth.ipynb #fb18f03a
 _max_payload, _max_pending_bytes = 1000, 2500  # browsers drop cookies over 4 KB; the rest of the session needs room too
 
 @patch
@@ -206,7 +207,7 @@ async def _start(self:OAuth, req, session):
     session['oauth_pending'] = pending
     return RedirectResponse(lr.url, status_code=303)
 
-# %% ../nbs/api/03_oauth.ipynb #dfcf05d3
+# %% ../nbs/api/03_oauth.ipynb #19d88317
 @patch
 def _fail(self:OAuth, session, err:Exception):
     "Send the browser to the error page with a safe message"
@@ -271,7 +272,7 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, p:dict):
     if isinstance(res, Response): return res
     return RedirectResponse(safe_next(nxt) or '/', status_code=303)
 
-# %% ../nbs/api/03_oauth.ipynb #6f1d6b2d
+# %% ../nbs/api/03_oauth.ipynb #e14ebd11
 @patch
 async def _logout(self:OAuth, req, session):
     session.clear()

@@ -1,8 +1,12 @@
-"The client core over real HTTP, against a provider stand-in served by uvicorn on loopback"
+"The client core over real HTTP, against the DevProvider served by uvicorn on loopback"
 import asyncio, pytest
 import fasthtml_oauth
 from fasthtml_oauth.core import *
-from standin import StandIn, CLIENT_ID, CLIENT_SECRET
+from urllib.parse import urlsplit, parse_qs
+from fasthtml_oauth.devprovider import DevProvider
+from conftest import free_port
+
+CLIENT_ID, CLIENT_SECRET, REDIRECT = 'test-client', 'test-secret', 'http://localhost:5001/redirect'
 
 def test_package_imports():
     import fasthtml_oauth.core as core
@@ -12,22 +16,23 @@ def test_package_imports():
 
 @pytest.fixture
 def provider(serve):
-    prov = StandIn()
-    srv = serve(prov.app)
-    cli = AppClient(CLIENT_ID, CLIENT_SECRET, scope='openid email', base_url=f'{srv.url}/authorize', token_url=f'{srv.url}/token',
-                    info_url=f'{srv.url}/userinfo', revoke_url=f'{srv.url}/revoke', timeout=1)
-    return prov, srv, cli
+    port = free_port()
+    dp = DevProvider(issuer=f'http://127.0.0.1:{port}')
+    dp.register(CLIENT_ID, CLIENT_SECRET, [REDIRECT])
+    srv = serve(dp, port=port)
+    cli = AppClient(CLIENT_ID, CLIENT_SECRET, scope='openid email', timeout=1, **dp.endpoints)
+    return dp, srv, cli
 
-def approve(prov, lr, email):
-    "What the provider does when the user approves: a code bound to this login's challenge and redirect URI"
-    return prov.grant(email, lr.code_challenge, lr.redirect_uri)
+def approve(dp, lr, email):
+    "The user approves the login at the provider: the code it sends back to the callback"
+    return parse_qs(urlsplit(dp.approve(lr.url, email)).query)['code'][0]
 
 def test_sync_login_refresh_revoke(provider):
     prov, srv, cli = provider
-    lr = cli.login_request('http://localhost:5001/redirect')
+    lr = cli.login_request(REDIRECT)
     assert lr.url.startswith(f'{srv.url}/authorize?')
     info = cli.retr_info(approve(prov, lr, 'ada@example.com'), lr.redirect_uri, lr.code_verifier)
-    assert (info.ident, info.email, info.email_verified) == ('u-ada@example.com', 'ada@example.com', True)
+    assert (info.ident, info.email, info.email_verified) == (prov.user_claims('ada@example.com')['sub'], 'ada@example.com', True)
     tok = cli.token
     new = cli.refresh(tok)
     assert new.access_token != tok.access_token and new.refresh_token == tok.refresh_token
@@ -37,34 +42,33 @@ def test_sync_login_refresh_revoke(provider):
 def test_async_login(provider):
     prov, srv, cli = provider
     async def main():
-        lr = cli.login_request('http://localhost:5001/redirect')
+        lr = cli.login_request(REDIRECT)
         return await cli.retr_info_async(approve(prov, lr, 'bob@example.com'), lr.redirect_uri, lr.code_verifier), cli.token
     info, tok = asyncio.run(main())
-    assert info.email == 'bob@example.com' and tok.access_token in prov.tokens
+    assert info.email == 'bob@example.com' and tok.access_token in prov.access
 
 def test_concurrent_async_logins_keep_their_own_tokens(provider):
     prov, srv, cli = provider
     async def login(email):
-        lr = cli.login_request('http://localhost:5001/redirect')
+        lr = cli.login_request(REDIRECT)
         info = await cli.retr_info_async(approve(prov, lr, email), lr.redirect_uri, lr.code_verifier)
         await asyncio.sleep(0.01)
-        return info.email, prov.tokens[cli.token.access_token]
+        return info.email, prov.access[cli.token.access_token]['user']['email']
     async def main(): return await asyncio.gather(*[login(f'user{i}@example.com') for i in range(20)])
     for email, token_owner in asyncio.run(main()): assert email == token_owner
 
 def test_wrong_verifier_and_replayed_code_are_refused(provider):
     prov, srv, cli = provider
-    lr = cli.login_request('http://localhost:5001/redirect')
+    lr = cli.login_request(REDIRECT)
     code = approve(prov, lr, 'ada@example.com')
     with pytest.raises(ProviderError, match='invalid_grant'): cli.parse_response(code, lr.redirect_uri, 'x' * 64)
     with pytest.raises(ProviderError, match='invalid_grant'): cli.parse_response(code, lr.redirect_uri, lr.code_verifier)
 
 def test_timeout_and_connection_refused(provider):
     prov, srv, cli = provider
-    cli.token_url = f'{srv.url}/slow'
+    prov.hang_for, prov.faults['token'] = 3, 'hang'
     with pytest.raises(ProviderTimeout): cli.parse_response('c', 'http://localhost:5001/redirect')
     with pytest.raises(ProviderTimeout): asyncio.run(cli.parse_response_async('c', 'http://localhost:5001/redirect'))
-    from conftest import free_port
     cli.token_url = f'http://127.0.0.1:{free_port()}/token'
     with pytest.raises(NetworkError, match='Could not reach'): cli.parse_response('c', 'http://localhost:5001/redirect')
 
