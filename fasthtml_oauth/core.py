@@ -6,10 +6,11 @@
 __all__ = ['loopback_hosts', 'http_patterns', 'log', 'get_host', 'hostname', 'url_match', 'redir_url', 'safe_text', 'OAuthError',
            'ProviderError', 'TokenError', 'UserInfoError', 'NetworkError', 'ProviderTimeout', 'InvalidResponse',
            'InsecureTransport', 'StateError', 'NonceError', 'IdTokenError', 'Token', 'UserInfo', 'AppClient',
-           'check_url', 'pkce_challenge', 'LoginRequest', 'ssl_context']
+           'check_url', 'pkce_challenge', 'LoginRequest', 'ssl_context', 'Pacer', 'pacer', 'paced']
 
 # %% ../nbs/api/00_core.ipynb #5226b585
 import asyncio, base64, hashlib, json, logging, re, secrets, threading, time, weakref
+from collections import deque
 from contextvars import ContextVar
 from dataclasses import dataclass, asdict
 from functools import cache
@@ -274,7 +275,9 @@ def _http(self, cls):
     "A new pooled httpx client of `cls` for this client's transport and timeout"
     import httpx
     t = self.timeout if isinstance(self.timeout, httpx.Timeout) else httpx.Timeout(self.timeout, connect=min(self.timeout, 5.))
-    return getattr(httpx, cls)(transport=self.transport, verify=ssl_context(), timeout=t, headers=_headers)
+    c = getattr(httpx, cls)(transport=self.transport, verify=ssl_context(), timeout=t, headers=_headers)
+    if cls == 'AsyncClient' and self.transport is None: _pace_reads(c)
+    return c
 
 @patch
 def _aclient(self:AppClient) -> 'httpx.AsyncClient':
@@ -312,6 +315,7 @@ async def _asend(self:AppClient, method, url, what='endpoint', auth=None, **kw) 
     req = c.build_request(method, check_url(url, what), **kw)
     try: res = await c.send(req, auth=auth)
     except httpx.HTTPError as e: raise _net_error(e, url) from e
+    if not getattr(c, '_paced_reads', False): await paced()  # a custom transport: its answer is handled in a turn of its own
     log.debug("%s %s -> HTTP %s", method, req.url.copy_with(query=None), res.status_code)
     return res
 
@@ -325,6 +329,97 @@ def _send(self:AppClient, method, url, what='endpoint', auth=None, **kw) -> 'htt
     except httpx.HTTPError as e: raise _net_error(e, url) from e
     log.debug("%s %s -> HTTP %s", method, req.url.copy_with(query=None), res.status_code)
     return res
+
+# %% ../nbs/api/00_core.ipynb #d1e48f5b
+class Pacer:
+    "Login steps on one event loop take turns: one per pass of the loop, oldest first, and few while page requests wait"
+    enabled = True
+    gap, fresh = 0.005, 0.05  # While a page request younger than `fresh` seconds waits, one login step per `gap` seconds
+
+    def __init__(self, loop):
+        self.loop, self.queue, self.pages = loop, deque(), {}
+        self.last, self.scheduled, self.timer = 0., False, None
+
+    def turn(self) -> asyncio.Future:
+        "A future that completes at the caller's turn"
+        f = self.loop.create_future()
+        self.queue.append(f)
+        if not self.scheduled and self.timer is None: self._soon()
+        return f
+
+    def begin(self, key):
+        "Page request `key` has started"
+        self.pages[key] = time.monotonic()
+
+    def end(self, key):
+        "Page request `key` has started its response (or ended): held login steps may go once no page waits"
+        if self.pages.pop(key, None) is not None and not self.pages and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+            self._soon()
+
+    def _soon(self):
+        self.scheduled = True
+        self.loop.call_soon(self._next)
+
+    def _hold(self, now) -> float:
+        "How long the next login step should wait for page requests: 0 unless one is waiting and a step ran within `gap`"
+        for k, t in list(self.pages.items()):
+            if now - t >= self.fresh: del self.pages[k]  # a long request is waiting on something else by now, not on the CPU
+        return max(0., self.last + self.gap - now) if self.pages else 0.
+
+    def _next(self):
+        "Grant one turn, then come back on the loop's next pass while others wait"
+        self.scheduled, self.timer, now = False, None, time.monotonic()
+        if hold := self._hold(now):
+            self.timer = self.loop.call_later(hold, self._next)
+            return
+        while self.queue:
+            f = self.queue.popleft()
+            if not f.done():  # a cancelled waiter (its browser went away) gives up its turn
+                f.set_result(None)
+                self.last = now
+                break
+        if self.queue: self._soon()
+
+_pacers = weakref.WeakKeyDictionary()
+
+def pacer() -> Pacer:
+    "The running event loop's `Pacer`"
+    loop = asyncio.get_running_loop()
+    if (p := _pacers.get(loop)) is None: p = _pacers[loop] = Pacer(loop)
+    return p
+
+async def paced():
+    "Wait for this login step's turn (see `Pacer`)"
+    if Pacer.enabled: await pacer().turn()
+
+# %% ../nbs/api/00_core.ipynb #e31e9646
+class _PacedStream:
+    "An httpcore network stream whose reads wait for a turn, so that handling a provider's answer is a paced step"
+    def __init__(self, s): self._s = s
+    async def read(self, max_bytes, timeout=None):
+        data = await self._s.read(max_bytes, timeout)
+        await paced()
+        return data
+    async def write(self, buffer, timeout=None): await self._s.write(buffer, timeout)
+    async def aclose(self): await self._s.aclose()
+    async def start_tls(self, *args, **kw): return _PacedStream(await self._s.start_tls(*args, **kw))
+    def get_extra_info(self, info): return self._s.get_extra_info(info)
+
+class _PacedBackend:
+    "An httpcore network backend whose streams are `_PacedStream`s"
+    def __init__(self, b): self._b = b
+    async def connect_tcp(self, *args, **kw): return _PacedStream(await self._b.connect_tcp(*args, **kw))
+    async def connect_unix_socket(self, *args, **kw): return _PacedStream(await self._b.connect_unix_socket(*args, **kw))
+    async def sleep(self, seconds): await self._b.sleep(seconds)
+
+def _pace_reads(c):
+    "Make the network reads of httpx client `c` wait for turns, if its transport is httpx's own; marks `c._paced_reads`"
+    pool = getattr(getattr(c, '_transport', None), '_pool', None)  # httpx keeps its httpcore pool here; any other layout goes unpaced
+    if (b := getattr(pool, '_network_backend', None)) is not None:
+        pool._network_backend = _PacedBackend(b)
+        c._paced_reads = True
 
 # %% ../nbs/api/00_core.ipynb #30c042d5
 @patch

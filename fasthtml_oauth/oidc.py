@@ -8,6 +8,7 @@ __all__ = ['signing_algs', 'IssuerMismatch', 'IdTokenSignatureError', 'UnknownKe
 
 # %% ../nbs/api/01_oidc.ipynb #e2563e3b
 import hmac, time
+from functools import cache
 from fastcore.basics import patch
 from .core import *
 from .core import _error_body
@@ -36,8 +37,9 @@ class IdTokenNotYetValidError(IdTokenError):
     "The id_token's `iat` or `nbf` lies in the future"
 
 # %% ../nbs/api/01_oidc.ipynb #5080b515
+@cache
 def _jose():
-    "joserfc's `jwt`, `jws`, `errors` and `KeySet`, imported on first use: only id_token checks need them, and loading them is a fifth of the package's import time"
+    "joserfc's `jwt`, `jws`, `errors` and `KeySet`, imported on first use (only id_token checks need them, and loading them is a fifth of the package's import time), then kept: an `import` statement run per call costs more than the signature check"
     from joserfc import jwt, jws, errors
     from joserfc.jwk import KeySet
     return jwt, jws, errors, KeySet
