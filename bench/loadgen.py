@@ -7,7 +7,10 @@ Commands (`op`):
   Answers latencies and wall time.
 - `logins`: `n` complete logins (untimed), `conc` at a time.
 - `rps`: log one user in, then request `path` with its cookie from `conc` keep-alive connections for `secs` seconds.
-- `hook`: an unrelated page's latency (one probe every `gap` seconds) while idle, then while `n` logins' callbacks run at once."""
+- `probe_start` / `probe_stop`: a logged-in user requests a page one request at a time, `gap` seconds apart, in the
+  background; `probe_stop` answers each probe's start time and latency. The harness runs this in a second load-generator
+  process, so that the probes' timings do not wait behind this process's own work on a burst of logins.
+- `burst`: prepare `n` users untimed, then send all their callbacks at once; answers when the burst started and ended."""
 import asyncio, json, sys, time
 from urllib.parse import urlsplit, urljoin
 from rawhttp import Pool, Browser
@@ -104,34 +107,41 @@ async def op_rps(app, path, conc, secs):
     wall = time.perf_counter() - t0
     return dict(ok=ok, bad=bad, wall=wall, rps=ok / wall)
 
-async def probe(b, url, gap, stop, out, min_probes=0):
-    "Request `url` one at a time, `gap` seconds apart, until `stop` is set (and at least `min_probes` are done)"
-    while not stop.is_set() or len(out) < min_probes:
-        r = await b.get(url)
-        if r.status != 200: raise LoginFailed(f'probe answered {r.status}')
-        out.append(r.elapsed)
-        await asyncio.sleep(gap)
+prober = {}
 
-async def op_hook(app, path, n, gap, idle_probes):
+async def op_probe_start(app, path, gap, warm=20):
+    """Log a user in, then request `path` with its cookie one request at a time, `gap` seconds apart, in the background
+    until `probe_stop`; each probe's start (`time.monotonic()`, comparable across processes) and latency are kept"""
     b = await logged_in(app)
-    url = app + path
-    idle, stop = [], asyncio.Event()
-    stop.set()
-    await probe(b, url, gap, stop, [], 20)  # warm-up: first requests to a route pay one-off costs
-    await probe(b, url, gap, stop, idle, idle_probes)
-    users = await prepared(app, n)
-    loaded, stop = [], asyncio.Event()
-    task = asyncio.create_task(probe(b, url, gap, stop, loaded))
-    await asyncio.sleep(gap)
-    t0 = time.perf_counter()
-    res = await asyncio.gather(*[callback(*u) for u in users], return_exceptions=True)
-    wall = time.perf_counter() - t0
-    stop.set()
-    await task
-    bad = [repr(r) for r in res if isinstance(r, Exception)]
-    return dict(idle=idle, loaded=loaded, logins_wall=wall, ok=n - len(bad), fail=len(bad), errors=bad[:3])
+    url, samples, stop = app + path, [], asyncio.Event()
+    async def run():
+        n = 0
+        while not stop.is_set():
+            t = time.monotonic()
+            r = await b.get(url)
+            if r.status != 200: raise LoginFailed(f'probe answered {r.status}')
+            if n >= warm: samples.append((t, r.elapsed))  # the first requests to a route pay one-off costs
+            n += 1
+            await asyncio.sleep(gap)
+    prober.update(task=asyncio.create_task(run()), samples=samples, stop=stop)
+    return {}
 
-ops = dict(prepare=op_prepare, fire=op_fire, logins=op_logins, rps=op_rps, hook=op_hook)
+async def op_probe_stop():
+    "Stop probing; the probes' starts and latencies"
+    prober['stop'].set()
+    await prober['task']
+    return dict(samples=prober['samples'])
+
+async def op_burst(app, n):
+    "Prepare `n` users (untimed), then send their callbacks all at once; when the sending started and ended (`time.monotonic()`)"
+    users = await prepared(app, n)
+    t0 = time.monotonic()
+    res = await asyncio.gather(*[callback(*u) for u in users], return_exceptions=True)
+    t1 = time.monotonic()
+    bad = [repr(r) for r in res if isinstance(r, Exception)]
+    return dict(t0=t0, t1=t1, wall=t1 - t0, ok=n - len(bad), fail=len(bad), errors=bad[:3])
+
+ops = dict(prepare=op_prepare, fire=op_fire, logins=op_logins, rps=op_rps, probe_start=op_probe_start, probe_stop=op_probe_stop, burst=op_burst)
 
 async def main():
     loop = asyncio.get_running_loop()
