@@ -395,6 +395,7 @@ def main():
     ap.add_argument('--no-authlib', action='store_true', help='leave Authlib out even if it is installed')
     ap.add_argument('--no-pin', action='store_true', help='do not pin the app to a CPU of its own')
     ap.add_argument('--no-pace', action='store_true', help="run our apps with login steps' turn-taking (`Pacer`) off, to see what it changes")
+    ap.add_argument('--gc-freeze', action='store_true', help="every app calls gc.freeze() after start-up (both libraries): what a full garbage collection costs the latency measures")
     ap.add_argument('--profile', action='store_true', help="run our apps under pyinstrument; profiles go to bench/results/profile-*.txt (numbers then include the profiler's cost)")
     a = ap.parse_args()
     cfg = dict(QUICK if a.quick else FULL)
@@ -437,6 +438,7 @@ def main():
             if n.endswith('-slow'): args += ['--slow', '0.2']
             if a.profile and lib == 'ours': args += ['--profile', str(RESULTS / f'profile-{n}.txt')]
             if a.no_pace and lib == 'ours': args += ['--no-pace']
+            if a.gc_freeze: args += ['--gc-freeze']
             procs.start(n, args, app=True)
             apps[n] = f'http://127.0.0.1:{ports[n]}'
         wait_ready(provider + '/.well-known/openid-configuration', pp)
@@ -459,7 +461,7 @@ def main():
 
     r = dict(meta=dict(mode='quick' if a.quick else 'full', date=time.strftime('%Y-%m-%d %H:%M'), seconds=round(time.time() - t_start, 1), commit=code_commit,
                        python=platform.python_version(), machine=platform.machine(), cpus=os.cpu_count(), pinned=procs.pin,
-                       provider_latency_s=LATENCY, authlib=use_authlib, profiled=a.profile, paced=not a.no_pace, phases=phases),
+                       provider_latency_s=LATENCY, authlib=use_authlib, profiled=a.profile, paced=not a.no_pace, gc_frozen=a.gc_freeze, phases=phases),
              versions=versions(), config={k: (list(v) if isinstance(v, tuple) else {str(x): y for x, y in v.items()} if isinstance(v, dict) else v) for k, v in cfg.items()},
              callbacks=callbacks, gate=gate, hooks=hooks, imports=imports, memory=memory)
     r['targets'] = targets(r)
@@ -471,7 +473,7 @@ def main():
     png = plot(r, RESULTS / 'latest.png')
     say(f'wrote {RESULTS / "latest.json"}' + (f' and {RESULTS / "latest.png"}' if png else ''))
     if a.publish:
-        if a.quick or a.profile or a.no_pace: raise SystemExit('--publish needs a full run without --quick, --profile or --no-pace')
+        if a.quick or a.profile or a.no_pace or a.gc_freeze: raise SystemExit('--publish needs a plain full run: no --quick, --profile, --no-pace or --gc-freeze')
         dest = ROOT / 'nbs' / 'explains'
         shutil.copy(RESULTS / 'latest.json', dest / 'bench_results.json')
         if png: shutil.copy(RESULTS / 'latest.png', dest / 'bench.png')

@@ -91,12 +91,16 @@ def make_app(lib:str, kind:str, provider:str, slow:float=0.):
     def open_page(auth): return _page('Home', auth)
     return app
 
-def app_main(lib, kind, port, provider, slow, profile=None, pace=True):
+def app_main(lib, kind, port, provider, slow, profile=None, pace=True, gc_freeze=False):
     import uvicorn
     if not pace:
         from fasthtml_oauth.core import Pacer
         Pacer.enabled = False
     app = make_app(lib, kind, provider, slow)
+    if gc_freeze:
+        import gc
+        gc.collect()
+        gc.freeze()  # what's loaded so far stays out of every later collection
     prof = None
     if profile:
         from pyinstrument import Profiler
@@ -122,8 +126,9 @@ if __name__ == '__main__':
     p.add_argument('--slow', type=float, default=0.)
     p.add_argument('--profile', default=None, help='write a pyinstrument profile of the whole process to this file at exit')
     p.add_argument('--no-pace', action='store_true', help="turn off fasthtml_oauth's turn-taking of login steps (`Pacer`), for before/after comparisons")
+    p.add_argument('--gc-freeze', action='store_true', help='call gc.freeze() once the app is built, as a latency-minded deployment might')
     a = p.parse_args()
     os.environ.setdefault('OAUTHLIB_INSECURE_TRANSPORT', '1')  # the incumbent's oauthlib refuses http links otherwise (loopback only here)
     os.environ.setdefault('AUTHLIB_INSECURE_TRANSPORT', '1')
     if a.role == 'provider': provider_main(a.port, [u for u in a.redirects.split(',') if u], a.latency)
-    else: app_main(a.lib, a.kind, a.port, a.provider, a.slow, a.profile, pace=not a.no_pace)
+    else: app_main(a.lib, a.kind, a.port, a.provider, a.slow, a.profile, pace=not a.no_pace, gc_freeze=a.gc_freeze)

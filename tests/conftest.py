@@ -8,11 +8,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 class Served:
-    "Serve an ASGI `app` with uvicorn on a free loopback port, in a thread, until `stop`"
-    def __init__(self, app, port=None):
+    "Serve an ASGI `app` with uvicorn on a free loopback port, in a thread, until `stop`; `config` goes to uvicorn (e.g. TLS files)"
+    def __init__(self, app, port=None, **config):
         self.port = port or free_port()
-        self.url = f'http://127.0.0.1:{self.port}'
-        self.server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=self.port, log_level='warning', lifespan='off'))
+        self.url = f"{'https' if config.get('ssl_certfile') else 'http'}://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=self.port, log_level='warning', lifespan='off', **config))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         for _ in range(500):

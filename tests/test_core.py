@@ -76,3 +76,53 @@ def test_plain_http_elsewhere_is_refused():
     cli = AppClient('id', 'secret', base_url='http://auth.example/authorize', token_url='http://auth.example/token')
     with pytest.raises(InsecureTransport): cli.login_request('https://app.example/redirect')
     with pytest.raises(InsecureTransport): cli.parse_response('c', 'https://app.example/redirect')
+
+def self_signed(dir):
+    "A key and a self-signed certificate for 127.0.0.1, written to `dir`: their paths"
+    import datetime, ipaddress
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, '127.0.0.1')])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
+    kp, cp = dir / 'key.pem', dir / 'cert.pem'
+    kp.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(kp), str(cp)
+
+def test_https_provider_answers_are_read_in_turns(serve, tmp_path, monkeypatch):
+    "Over TLS, as with every real provider, the client's own connection pools read the provider's answers in turns (`Pacer`), and logins at once still each get their own"
+    import ssl, fasthtml_oauth.core as core
+    from fasthtml_oauth.oidc import OIDCAppClient
+    keyfile, certfile = self_signed(tmp_path)
+    port = free_port()
+    dp = DevProvider(issuer=f'https://127.0.0.1:{port}')
+    dp.register(CLIENT_ID, CLIENT_SECRET, [REDIRECT])
+    serve(dp, port=port, ssl_keyfile=keyfile, ssl_certfile=certfile)
+    monkeypatch.setattr(core, 'ssl_context', lambda: ssl.create_default_context(cafile=certfile))  # trust this test's certificate only
+    turns, paced = [], core.paced
+    async def counted():
+        turns.append(1)
+        await paced()
+    monkeypatch.setattr(core, 'paced', counted)
+    cli = OIDCAppClient(CLIENT_ID, CLIENT_SECRET, issuer=dp.issuer, timeout=5)
+    async def one(email):
+        lr = await cli.login_request_async(REDIRECT)
+        q = parse_qs(urlsplit(dp.approve(lr.url, email)).query)
+        return await cli.finish_login_async(lr, q['code'][0], q['iss'][0])
+    async def main():
+        res = await asyncio.gather(*[one(f'user{i}@example.com') for i in range(10)])
+        pools = next(iter(cli._pools.values()))[1]
+        await cli.aclose()
+        return res, pools
+    res, pools = asyncio.run(main())
+    assert [info.email for tok, info in res] == [f'user{i}@example.com' for i in range(10)]
+    assert len({tok.access_token for tok, info in res}) == 10
+    assert all(getattr(c, '_paced_reads', False) for c in pools)
+    assert len(turns) >= 12  # discovery, JWKS and ten token answers, each read in a turn: no transport bypassed the pacer
