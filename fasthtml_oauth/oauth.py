@@ -115,13 +115,17 @@ class Pace:
         if get_route_path(scope) in self.oauth._login_paths:
             await paced()
             return await self.app(scope, receive, send)
-        p, key = pacer(), object()
+        try: p, key = pacer(), object()
+        except RuntimeError: return await self.app(scope, receive, send)  # not on asyncio: no turns to give way in
         p.begin(key)
+        token = page_request.set(True)  # the page's own provider calls do not queue behind logins
         async def send_(msg):
             if msg['type'] == 'http.response.start': p.end(key)
             await send(msg)
         try: await self.app(scope, receive, send_)
-        finally: p.end(key)
+        finally:
+            p.end(key)
+            page_request.reset(token)
 
 class Gate:
     "ASGI middleware that sends requests without a login to `oauth.redir_login` (see `OAuth`)"

@@ -126,3 +126,13 @@ def test_https_provider_answers_are_read_in_turns(serve, tmp_path, monkeypatch):
     assert len({tok.access_token for tok, info in res}) == 10
     assert all(getattr(c, '_paced_reads', False) for c in pools)
     assert len(turns) >= 12  # discovery, JWKS and ten token answers, each read in a turn: no transport bypassed the pacer
+
+def test_proxied_provider_calls_are_read_in_turns_too(monkeypatch):
+    "With a proxy in the environment httpx sends provider calls through another transport: its reads take turns as well"
+    import fasthtml_oauth.core as core
+    monkeypatch.setenv('HTTPS_PROXY', 'http://127.0.0.1:9')
+    cli = AppClient(CLIENT_ID, CLIENT_SECRET, base_url='https://id.example/authorize', token_url='https://id.example/token')
+    c = core._http(cli, 'AsyncClient')
+    pools = [t._pool for t in (c._transport, *c._mounts.values()) if t is not None]
+    assert len(pools) == 2 and c._paced_reads
+    assert all(isinstance(p._network_backend, core._PacedBackend) for p in pools)
