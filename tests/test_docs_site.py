@@ -153,3 +153,12 @@ def test_images_show(visited):
         assert all(i['ok'] for i in v['imgs']), (path, [i for i in v['imgs'] if not i['ok']])
         src = pages[path][1]
         if src.suffix == '.ipynb' and has_png(src): assert any(i['src'].startswith('data:image/png') for i in v['imgs']), path
+
+def test_performance_page_shows_the_published_run():
+    "The site shows the performance page's saved outputs, so they must come from the published results, not an older run"
+    import sys
+    sys.path.insert(0, str(root/'bench'))
+    from run import table
+    r = json.loads((nbs/'explains/bench_results.json').read_text())
+    shown = ''.join(''.join(o.get('text', '')) for c in nb_cells(nbs/'explains/performance.ipynb') if c['cell_type'] == 'code' for o in c.get('outputs', []))
+    assert table(r) in shown, 'performance.ipynb outputs are stale: run nbdev-test --save on it after publishing a benchmark run'
