@@ -94,12 +94,6 @@ async def _run(f, *args, **kw):
     else: res = await asyncio.get_running_loop().run_in_executor(hook_pool(), partial(contextvars.copy_context().run, f, *args, **kw))
     return await res if inspect.isawaitable(res) else res
 
-async def _run_paced(f, *args, **kw):
-    "`_run` for a hook inside a login: what follows it waits for a turn (see `Pacer`)"
-    res = await _run(f, *args, **kw)
-    await paced()
-    return res
-
 # %% ../nbs/api/03_oauth.ipynb #db7958f5
 def _htmx(req, res):
     "For htmx requests, turn a redirect into an `HX-Redirect` that htmx performs as a full navigation"
@@ -112,20 +106,15 @@ class Pace:
     def __init__(self, app, oauth): self.app, self.oauth = app, oauth
     async def __call__(self, scope, receive, send):
         if scope['type'] != 'http' or not Pacer.enabled: return await self.app(scope, receive, send)
-        if get_route_path(scope) in self.oauth._login_paths:
-            await paced()
-            return await self.app(scope, receive, send)
+        if get_route_path(scope) in self.oauth._login_paths: return await in_turns(self.app(scope, receive, send))
         try: p, key = pacer(), object()
         except RuntimeError: return await self.app(scope, receive, send)  # not on asyncio: no turns to give way in
         p.begin(key)
-        token = page_request.set(True)  # the page's own provider calls do not queue behind logins
         async def send_(msg):
             if msg['type'] == 'http.response.start': p.end(key)
             await send(msg)
         try: await self.app(scope, receive, send_)
-        finally:
-            p.end(key)
-            page_request.reset(token)
+        finally: p.end(key)
 
 class Gate:
     "ASGI middleware that sends requests without a login to `oauth.redir_login` (see `OAuth`)"
@@ -286,15 +275,15 @@ async def _callback(self:OAuth, req, session):
 @patch
 async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, p:dict):
     ident = info.get(self.cli.id_key)
-    if ident is None or ident == '': return await _run_paced(self.redir_login, session)
+    if ident is None or ident == '': return await _run(self.redir_login, session)
     nxt = p.get('x') or session.get('oauth_next')
     kept = {k: session[k] for k in ('oauth_pending',) + self.keep if k in session}
     session.clear(); session.update(kept)
-    res = await _run_paced(self.get_auth, info, ident, session, p.get('p'), **(dict(token=tok) if self._token_param else {}))
+    res = await _run(self.get_auth, info, ident, session, p.get('p'), **(dict(token=tok) if self._token_param else {}))
     if not res:
         session.pop('auth', None)
         session['oauth_error'] = "This account may not log in here"
-        return await _run_paced(self.redir_login, session)
+        return await _run(self.redir_login, session)
     auth = session.get('auth') or (f'{self.ns}:{ident}' if self.ns else ident)
     req.scope['auth'], session['auth'], session['oauth_via'] = auth, auth, self.redir_path
     if isinstance(res, Response): return res

@@ -96,8 +96,8 @@ def self_signed(dir):
     cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return str(kp), str(cp)
 
-def test_https_provider_answers_are_read_in_turns(serve, tmp_path, monkeypatch):
-    "Over TLS, as with every real provider, the client's own connection pools read the provider's answers in turns (`Pacer`), and logins at once still each get their own"
+def test_https_logins_take_turns_at_every_step(serve, tmp_path, monkeypatch):
+    "Over TLS, as with every real provider, concurrent logins run in turns (`in_turns`) step by step, and each still gets its own token"
     import ssl, fasthtml_oauth.core as core
     from fasthtml_oauth.oidc import OIDCAppClient
     keyfile, certfile = self_signed(tmp_path)
@@ -106,33 +106,17 @@ def test_https_provider_answers_are_read_in_turns(serve, tmp_path, monkeypatch):
     dp.register(CLIENT_ID, CLIENT_SECRET, [REDIRECT])
     serve(dp, port=port, ssl_keyfile=keyfile, ssl_certfile=certfile)
     monkeypatch.setattr(core, 'ssl_context', lambda: ssl.create_default_context(cafile=certfile))  # trust this test's certificate only
-    turns, paced = [], core.paced
-    async def counted():
-        turns.append(1)
-        await paced()
-    monkeypatch.setattr(core, 'paced', counted)
     cli = OIDCAppClient(CLIENT_ID, CLIENT_SECRET, issuer=dp.issuer, timeout=5)
     async def one(email):
         lr = await cli.login_request_async(REDIRECT)
         q = parse_qs(urlsplit(dp.approve(lr.url, email)).query)
         return await cli.finish_login_async(lr, q['code'][0], q['iss'][0])
     async def main():
-        res = await asyncio.gather(*[one(f'user{i}@example.com') for i in range(10)])
-        pools = next(iter(cli._pools.values()))[1]
+        res = await asyncio.gather(*[core.in_turns(one(f'user{i}@example.com')) for i in range(10)])
+        turns = core.pacer().turns
         await cli.aclose()
-        return res, pools
-    res, pools = asyncio.run(main())
+        return res, turns
+    res, turns = asyncio.run(main())
     assert [info.email for tok, info in res] == [f'user{i}@example.com' for i in range(10)]
     assert len({tok.access_token for tok, info in res}) == 10
-    assert all(getattr(c, '_paced_reads', False) for c in pools)
-    assert len(turns) >= 12  # discovery, JWKS and ten token answers, each read in a turn: no transport bypassed the pacer
-
-def test_proxied_provider_calls_are_read_in_turns_too(monkeypatch):
-    "With a proxy in the environment httpx sends provider calls through another transport: its reads take turns as well"
-    import fasthtml_oauth.core as core
-    monkeypatch.setenv('HTTPS_PROXY', 'http://127.0.0.1:9')
-    cli = AppClient(CLIENT_ID, CLIENT_SECRET, base_url='https://id.example/authorize', token_url='https://id.example/token')
-    c = core._http(cli, 'AsyncClient')
-    pools = [t._pool for t in (c._transport, *c._mounts.values()) if t is not None]
-    assert len(pools) == 2 and c._paced_reads
-    assert all(isinstance(p._network_backend, core._PacedBackend) for p in pools)
+    assert turns >= 10 * 3  # each login: its start, the token answer, the id_token's keys or more: every resumption took a turn
