@@ -115,6 +115,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'fasthtml_oauth.core._error_body': ('api/core.html#_error_body', 'fasthtml_oauth/core.py'),
                                      'fasthtml_oauth.core._get_token': ('api/core.html#_get_token', 'fasthtml_oauth/core.py'),
                                      'fasthtml_oauth.core._http': ('api/core.html#_http', 'fasthtml_oauth/core.py'),
+                                     'fasthtml_oauth.core._login_turns': ('api/core.html#_login_turns', 'fasthtml_oauth/core.py'),
                                      'fasthtml_oauth.core._net_error': ('api/core.html#_net_error', 'fasthtml_oauth/core.py'),
                                      'fasthtml_oauth.core._revoked': ('api/core.html#_revoked', 'fasthtml_oauth/core.py'),
                                      'fasthtml_oauth.core._set_token': ('api/core.html#_set_token', 'fasthtml_oauth/core.py'),

@@ -311,7 +311,7 @@ async def _asend(self:AppClient, method, url, what='endpoint', auth=None, **kw) 
     import httpx
     c = self._aclient()
     req = c.build_request(method, check_url(url, what), **kw)
-    try: res = await c.send(req, auth=auth)
+    try: res = await _login_turns(c.send(req, auth=auth))  # in a task a login started (`asyncio.gather`), take its turns
     except httpx.HTTPError as e: raise _net_error(e, url) from e
     log.debug("%s %s -> HTTP %s", method, req.url.copy_with(query=None), res.status_code)
     return res
@@ -345,7 +345,7 @@ class Pacer:
         return f
 
     def ran(self, secs:float):
-        "The step that had the last turn took `secs` seconds"
+        "A login step that had a turn took `secs` seconds"
         self.cost = secs
 
     def begin(self, key):
@@ -368,7 +368,7 @@ class Pacer:
         for k, t in list(self.pages.items()):
             if now - t >= self.fresh: del self.pages[k]  # a long request is waiting on something else by now, not on the CPU
         if not self.pages: return 0.
-        return min(max(0., self.last + self.cost / self.share - now), min(self.pages.values()) + self.fresh - now)  # look again when the oldest page goes stale
+        return min(max(0., self.last + self.cost / max(self.share, 0.01) - now), min(self.pages.values()) + self.fresh - now)  # look again when the oldest page goes stale
 
     def _next(self):
         "Grant one turn, then come back on the loop's next pass while others wait"
@@ -385,40 +385,66 @@ class Pacer:
         if self.queue: self._soon()
 
 _pacers = weakref.WeakKeyDictionary()
+_login = ContextVar('fasthtml_oauth_login', default=None)  # (task, key) of the login in turns that this task works for
 
 def pacer() -> Pacer:
     "The running asyncio event loop's `Pacer`"
     loop = asyncio.get_running_loop()
-    if (p := _pacers.get(loop)) is None: p = _pacers[loop] = Pacer(loop)
+    if (p := _pacers.get(loop)) is None:
+        for old in [l for l in list(_pacers) if l.is_closed()]: _pacers.pop(old, None)  # turns or a timer left over in a closed loop would keep it alive
+        p = _pacers[loop] = Pacer(loop)
     return p
 
 @types.coroutine
 def _steps(aw, p:Pacer, key:float):
     "Run awaitable `aw` one step per turn of `p`: a turn before it starts and before each time it resumes"
-    it, val, exc = aw.__await__(), None, None
+    it, task, val, exc, k, owed = aw.__await__(), asyncio.current_task(), None, None, key, False
     while True:
-        if exc is None:  # an error (a cancellation) goes in at once; anything else waits for a turn
-            f = p.turn(key)
+        turn = not isinstance(exc, (asyncio.CancelledError, GeneratorExit))  # a cancellation goes in at once; anything else waits for a turn
+        if turn:
+            f = p.turn(k)
             f._asyncio_future_blocking = True  # what an awaited asyncio future says: the task waits for it
             try: yield f
-            except BaseException as e:
-                f.cancel()
-                exc = e
+            except asyncio.CancelledError: turn, owed = False, True  # what it waited for is done: it resumes with that now, and the cancellation goes in at its next wait
+            except BaseException as e: turn, exc = False, e  # closing
+            finally: f.cancel()  # gives the turn up if it had not come
         t = time.perf_counter()
         try: y = it.send(val) if exc is None else it.throw(exc)
-        except StopIteration as e: return e.value
-        finally: p.ran(time.perf_counter() - t)
+        except StopIteration as e:
+            if owed and task is not None and task.cancelling(): raise asyncio.CancelledError() from None  # done, but cancelled meanwhile
+            return e.value
+        finally:
+            if turn: p.ran(time.perf_counter() - t)
         val = exc = None
-        if y is None: continue  # a bare yield (`asyncio.sleep(0)`, anyio's checkpoints) only asks to let others run, which a turn does
+        if owed:
+            owed = False
+            if task is not None and task.cancelling():  # still wanted: a timeout that ended in time has taken its request back
+                if isinstance(y, asyncio.Future): y.cancel()  # as a task's cancel does with what it waits for
+                exc = asyncio.CancelledError()
+                continue
+        k = key if y is not None else time.monotonic()  # a bare yield (`asyncio.sleep(0)`, anyio's checkpoints) asks to let others run: it queues behind everyone waiting now
+        if y is None: continue
         try: val = yield y  # a future: the task waits for it, as it would have without turns
         except BaseException as e: exc = e
 
 async def in_turns(aw, key:float|None=None):
-    "Await `aw` (a coroutine), taking a turn (see `Pacer`) before each of its steps; smaller `key`s go first (default: now)"
+    """Await `aw` (a coroutine), taking a turn (see `Pacer`) before each of its steps; smaller `key`s go first
+    (default: the login this task works for, if it is a task a login started, or else now)"""
     if not Pacer.enabled: return await aw
-    try: p = pacer()
+    try: p, task = pacer(), asyncio.current_task()
     except RuntimeError: return await aw  # no asyncio loop (trio, say): nothing to take turns on
-    return await _steps(aw, p, time.monotonic() if key is None else key)
+    login = _login.get()
+    if login is not None and login[0] is task: return await aw  # this task's steps take turns already
+    if key is None: key = login[1] if login else time.monotonic()
+    token = _login.set((task, key))  # tasks it starts inherit this, and with it their login's place in line
+    try: return await _steps(aw, p, key)
+    finally:
+        try: _login.reset(token)
+        except ValueError: pass  # closed unfinished from elsewhere: this task's context is gone anyway
+
+async def _login_turns(aw):
+    "Await `aw` in turns if this task works for a login in turns (tasks a login starts inherit that), else as it is"
+    return await (aw if _login.get() is None else in_turns(aw))
 
 # %% ../nbs/api/00_core.ipynb #30c042d5
 @patch

@@ -120,3 +120,25 @@ def test_https_logins_take_turns_at_every_step(serve, tmp_path, monkeypatch):
     assert [info.email for tok, info in res] == [f'user{i}@example.com' for i in range(10)]
     assert len({tok.access_token for tok, info in res}) == 10
     assert turns >= 10 * 3  # each login: its start, the token answer, the id_token's keys or more: every resumption took a turn
+
+def test_calls_in_tasks_a_login_starts_take_its_turns():
+    "GitHub's client reads /user and /user/emails in parallel tasks: inside a login in turns, both calls take turns too, and nowhere else"
+    import httpx, fasthtml_oauth.core as core
+    from fasthtml_oauth.providers import GitHubAppClient
+    async def handler(req):
+        await asyncio.sleep(0.001)  # an answer that takes a moment, as over a network
+        if req.url.path == '/user/emails': return httpx.Response(200, json=[dict(email='ada@example.com', primary=True, verified=True)])
+        return httpx.Response(200, json=dict(id=1, login='ada', name='Ada'))
+    cli = GitHubAppClient(CLIENT_ID, CLIENT_SECRET, transport=httpx.MockTransport(handler))
+    tok = Token(access_token='at-1', token_type='bearer', scope='user:email')
+    async def main():
+        p = core.pacer()
+        n = p.turns
+        plain = await cli.get_info_async(tok)
+        between = p.turns
+        paced = await core.in_turns(cli.get_info_async(tok))
+        return plain, paced, between - n, p.turns - between
+    plain, paced, outside, inside = asyncio.run(main())
+    assert plain.email == paced.email == 'ada@example.com'
+    assert outside == 0  # a client used on its own takes no turns
+    assert inside >= 5  # the login's start and its resumption, and at least a start and a resumption in each of the two calls' tasks
