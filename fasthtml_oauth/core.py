@@ -10,6 +10,7 @@ __all__ = ['loopback_hosts', 'http_patterns', 'log', 'get_host', 'hostname', 'ur
 
 # %% ../nbs/api/00_core.ipynb #5226b585
 import asyncio, base64, hashlib, heapq, itertools, json, logging, re, secrets, threading, time, types, weakref
+from collections import deque
 from contextvars import ContextVar
 from dataclasses import dataclass, asdict
 from functools import cache
@@ -332,15 +333,17 @@ class Pacer:
     "Login steps on one event loop take turns: one per pass of the loop, the earliest login first, and few while page requests wait"
     enabled = True
     share, fresh = 0.1, 0.02  # While a page request younger than `fresh` seconds waits, login steps get at most `share` of the time
+    patience = 1.  # A turn that has waited this long goes next, whatever its key
 
     def __init__(self, loop):
-        self.loop, self.queue, self.pages = weakref.proxy(loop), [], {}  # a proxy: a closed loop must not be kept alive by its pacer
+        self.loop, self.queue, self.line, self.pages = weakref.proxy(loop), [], deque(), {}  # a proxy: a closed loop must not be kept alive by its pacer
         self.last, self.cost, self.turns, self.scheduled, self.timer, self._n = 0., 0., 0, False, None, itertools.count()
 
     def turn(self, key:float=0.) -> asyncio.Future:
-        "A future that completes at the caller's turn; the smallest `key` goes first, then the earliest caller"
+        "A future that completes at the caller's turn; the smallest `key` goes first, then the earliest caller (or one that waited `patience`)"
         f = self.loop.create_future()
         heapq.heappush(self.queue, (key, next(self._n), f))
+        self.line.append((time.monotonic(), f))  # the same turns in the order asked, to see which has waited longest
         if not self.scheduled and self.timer is None: self._soon()
         return f
 
@@ -376,12 +379,14 @@ class Pacer:
         if hold := self._hold(now):
             self.timer = self.loop.call_later(hold, self._next)
             return
-        while self.queue:
-            f = heapq.heappop(self.queue)[2]
-            if not f.done():  # a cancelled waiter (its browser went away) gives up its turn
-                f.set_result(None)
-                self.last, self.turns = now, self.turns + 1
-                break
+        while self.line and self.line[0][1].done(): self.line.popleft()  # granted or given up
+        if self.line and now - self.line[0][0] >= self.patience: f = self.line.popleft()[1]  # waited long enough: no more jumping ahead of it
+        else:
+            f = None
+            while self.queue and (f := heapq.heappop(self.queue)[2]).done(): f = None  # a cancelled waiter (its browser went away) gave up its turn
+        if f is not None:
+            f.set_result(None)
+            self.last, self.turns = now, self.turns + 1
         if self.queue: self._soon()
 
 _pacers = weakref.WeakKeyDictionary()
@@ -398,11 +403,11 @@ def pacer() -> Pacer:
 @types.coroutine
 def _steps(aw, p:Pacer, key:float):
     "Run awaitable `aw` one step per turn of `p`: a turn before it starts and before each time it resumes"
-    it, task, val, exc, k, owed = aw.__await__(), asyncio.current_task(), None, None, key, False
+    it, task, val, exc, owed = aw.__await__(), asyncio.current_task(), None, None, False
     while True:
         turn = not isinstance(exc, (asyncio.CancelledError, GeneratorExit))  # a cancellation goes in at once; anything else waits for a turn
         if turn:
-            f = p.turn(k)
+            f = p.turn(key)
             f._asyncio_future_blocking = True  # what an awaited asyncio future says: the task waits for it
             try: yield f
             except asyncio.CancelledError: turn, owed = False, True  # what it waited for is done: it resumes with that now, and the cancellation goes in at its next wait
@@ -422,8 +427,7 @@ def _steps(aw, p:Pacer, key:float):
                 if isinstance(y, asyncio.Future): y.cancel()  # as a task's cancel does with what it waits for
                 exc = asyncio.CancelledError()
                 continue
-        k = key if y is not None else time.monotonic()  # a bare yield (`asyncio.sleep(0)`, anyio's checkpoints) asks to let others run: it queues behind everyone waiting now
-        if y is None: continue
+        if y is None: continue  # a bare yield (`asyncio.sleep(0)`, anyio's checkpoints) only asks to let others run, which a turn does
         try: val = yield y  # a future: the task waits for it, as it would have without turns
         except BaseException as e: exc = e
 
