@@ -112,6 +112,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'fasthtml_oauth.core.UserInfo.from_raw': ('api/core.html#userinfo.from_raw', 'fasthtml_oauth/core.py'),
                                      'fasthtml_oauth.core.UserInfoError': ('api/core.html#userinfoerror', 'fasthtml_oauth/core.py'),
                                      'fasthtml_oauth.core._access_token': ('api/core.html#_access_token', 'fasthtml_oauth/core.py'),
+                                     'fasthtml_oauth.core._current_login': ('api/core.html#_current_login', 'fasthtml_oauth/core.py'),
                                      'fasthtml_oauth.core._error_body': ('api/core.html#_error_body', 'fasthtml_oauth/core.py'),
                                      'fasthtml_oauth.core._get_token': ('api/core.html#_get_token', 'fasthtml_oauth/core.py'),
                                      'fasthtml_oauth.core._http': ('api/core.html#_http', 'fasthtml_oauth/core.py'),

@@ -333,7 +333,7 @@ class Pacer:
     "Login steps on one event loop take turns: one per pass of the loop, the earliest login first, and few while page requests wait"
     enabled = True
     share, fresh = 0.1, 0.02  # While a page request younger than `fresh` seconds waits, login steps get at most `share` of the time
-    patience = 1.  # A turn that has waited this long goes next, whatever its key
+    patience = 1.  # Once the longest-waiting turn has waited this long, it goes next, whatever the keys of the others
 
     def __init__(self, loop):
         self.loop, self.queue, self.line, self.pages = weakref.proxy(loop), [], deque(), {}  # a proxy: a closed loop must not be kept alive by its pacer
@@ -388,9 +388,10 @@ class Pacer:
             f.set_result(None)
             self.last, self.turns = now, self.turns + 1
         if self.queue: self._soon()
+        else: self.line.clear()  # every turn in it is done: none may keep the loop alive
 
 _pacers = weakref.WeakKeyDictionary()
-_login = ContextVar('fasthtml_oauth_login', default=None)  # (task, key) of the login in turns that this task works for
+_login = ContextVar('fasthtml_oauth_login', default=None)  # (weak reference to the task, key) of the login in turns that this task works for
 
 def pacer() -> Pacer:
     "The running asyncio event loop's `Pacer`"
@@ -403,33 +404,30 @@ def pacer() -> Pacer:
 @types.coroutine
 def _steps(aw, p:Pacer, key:float):
     "Run awaitable `aw` one step per turn of `p`: a turn before it starts and before each time it resumes"
-    it, task, val, exc, owed = aw.__await__(), asyncio.current_task(), None, None, False
+    it, val, exc = aw.__await__(), None, None
     while True:
         turn = not isinstance(exc, (asyncio.CancelledError, GeneratorExit))  # a cancellation goes in at once; anything else waits for a turn
         if turn:
             f = p.turn(key)
             f._asyncio_future_blocking = True  # what an awaited asyncio future says: the task waits for it
             try: yield f
-            except asyncio.CancelledError: turn, owed = False, True  # what it waited for is done: it resumes with that now, and the cancellation goes in at its next wait
-            except BaseException as e: turn, exc = False, e  # closing
+            except BaseException as e: turn, exc = False, e  # cancelled (a timeout, say) while waiting: that goes in now, as at any other wait
             finally: f.cancel()  # gives the turn up if it had not come
         t = time.perf_counter()
         try: y = it.send(val) if exc is None else it.throw(exc)
-        except StopIteration as e:
-            if owed and task is not None and task.cancelling(): raise asyncio.CancelledError() from None  # done, but cancelled meanwhile
-            return e.value
+        except StopIteration as e: return e.value
         finally:
             if turn: p.ran(time.perf_counter() - t)
         val = exc = None
-        if owed:
-            owed = False
-            if task is not None and task.cancelling():  # still wanted: a timeout that ended in time has taken its request back
-                if isinstance(y, asyncio.Future): y.cancel()  # as a task's cancel does with what it waits for
-                exc = asyncio.CancelledError()
-                continue
         if y is None: continue  # a bare yield (`asyncio.sleep(0)`, anyio's checkpoints) only asks to let others run, which a turn does
         try: val = yield y  # a future: the task waits for it, as it would have without turns
         except BaseException as e: exc = e
+
+def _current_login():
+    "(task, key) of the unfinished login in turns that this task works for, or `None`"
+    login = _login.get()
+    if login is None or (t := login[0]()) is None or t.done(): return None  # a task that outlived its login is on its own
+    return t, login[1]
 
 async def in_turns(aw, key:float|None=None):
     """Await `aw` (a coroutine), taking a turn (see `Pacer`) before each of its steps; smaller `key`s go first
@@ -437,10 +435,10 @@ async def in_turns(aw, key:float|None=None):
     if not Pacer.enabled: return await aw
     try: p, task = pacer(), asyncio.current_task()
     except RuntimeError: return await aw  # no asyncio loop (trio, say): nothing to take turns on
-    login = _login.get()
+    login = _current_login()
     if login is not None and login[0] is task: return await aw  # this task's steps take turns already
     if key is None: key = login[1] if login else time.monotonic()
-    token = _login.set((task, key))  # tasks it starts inherit this, and with it their login's place in line
+    token = _login.set((weakref.ref(task), key))  # tasks it starts inherit this, and with it their login's place in line
     try: return await _steps(aw, p, key)
     finally:
         try: _login.reset(token)
@@ -448,7 +446,7 @@ async def in_turns(aw, key:float|None=None):
 
 async def _login_turns(aw):
     "Await `aw` in turns if this task works for a login in turns (tasks a login starts inherit that), else as it is"
-    return await (aw if _login.get() is None else in_turns(aw))
+    return await (aw if _current_login() is None else in_turns(aw))
 
 # %% ../nbs/api/00_core.ipynb #30c042d5
 @patch
