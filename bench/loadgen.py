@@ -10,7 +10,11 @@ Commands (`op`):
 - `probe_start` / `probe_stop`: a logged-in user requests a page one request at a time, `gap` seconds apart, in the
   background; `probe_stop` answers each probe's start time and latency. The harness runs this in a second load-generator
   process, so that the probes' timings do not wait behind this process's own work on a burst of logins.
-- `burst`: prepare `n` users untimed, then send all their callbacks at once; answers when the burst started and ended."""
+- `burst`: prepare `n` users untimed, then send all their callbacks at once; answers when the burst started and ended.
+- `whole`: `n` whole logins as a browser makes them, `conc` at a time, all timed: the login page, the app's start route
+  (where there is one), the provider, the callback, then the home page. Answers the wall time and how many requests
+  each login sent to the app.
+- `pages`: a logged-in user requests `path` `n` times, `conc` at a time (for the CPU of plain page requests)."""
 import asyncio, json, sys, time
 from urllib.parse import urlsplit, urljoin
 from rawhttp import Pool, Browser
@@ -141,7 +145,34 @@ async def op_burst(app, n):
     bad = [repr(r) for r in res if isinstance(r, Exception)]
     return dict(t0=t0, t1=t1, wall=t1 - t0, ok=n - len(bad), fail=len(bad), errors=bad[:3])
 
-ops = dict(prepare=op_prepare, fire=op_fire, logins=op_logins, rps=op_rps, probe_start=op_probe_start, probe_stop=op_probe_stop, burst=op_burst)
+async def op_whole(app, n, conc):
+    "`n` whole logins, `conc` at a time, each ending with the home page as the logged-in user"
+    host = urlsplit(app).netloc
+    async def one():
+        b, url = await prepare(app)
+        await callback(b, url)
+        r = await b.get(app + '/')
+        if r.status != 200: raise LoginFailed(f'/ answered {r.status} after the login')
+        return sum(urlsplit(u).netloc == host for u in b.visited)
+    t0 = time.perf_counter()
+    res = await bounded([one() for _ in range(n)], conc)
+    wall = time.perf_counter() - t0
+    bad = [repr(r) for r in res if isinstance(r, Exception)]
+    good = [r for r in res if not isinstance(r, Exception)]
+    return dict(ok=len(good), fail=len(bad), errors=bad[:3], wall=wall, app_requests=good[0] if good else 0)
+
+async def op_pages(app, path, n, conc):
+    "A logged-in user requests `path` `n` times, `conc` at a time"
+    b = await logged_in(app)
+    async def one():
+        r = await b.get(app + path)
+        if r.status != 200: raise LoginFailed(f'{path} answered {r.status}')
+    t0 = time.perf_counter()
+    res = await bounded([one() for _ in range(n)], conc)
+    bad = [repr(r) for r in res if isinstance(r, Exception)]
+    return dict(ok=n - len(bad), fail=len(bad), errors=bad[:3], wall=time.perf_counter() - t0)
+
+ops = dict(whole=op_whole, pages=op_pages, prepare=op_prepare, fire=op_fire, logins=op_logins, rps=op_rps, probe_start=op_probe_start, probe_stop=op_probe_stop, burst=op_burst)
 
 async def main():
     loop = asyncio.get_running_loop()

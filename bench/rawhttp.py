@@ -90,7 +90,7 @@ async def _read(reader, method):
 
 class Browser:
     "One simulated user: its own cookies (by name; the benchmark uses one host per server), requests through a shared `Pool`"
-    def __init__(self, pool:Pool): self.pool, self.jars = pool, {}
+    def __init__(self, pool:Pool): self.pool, self.jars, self.visited = pool, {}, []
 
     def cookie_header(self, url) -> str:
         jar = self.jars.get(urlsplit(url).netloc, {})
@@ -100,6 +100,7 @@ class Browser:
 
     async def request(self, method, url, headers=()) -> Response:
         ck = self.cookie_header(url)
+        if len(self.visited) < 50: self.visited.append(url)  # enough to count the requests of one login
         res = await self.pool.request(method, url, list(headers) + ([('Cookie', ck)] if ck else []))
         jar = self.jars.setdefault(urlsplit(url).netloc, {})
         for k, v in res.headers:

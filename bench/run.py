@@ -8,16 +8,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT, RESULTS = HERE.parent, HERE / 'results'
 PY = sys.executable
-LIBS = ('ours', 'theirs', 'authlib')
-NAMES = dict(ours='fasthtml_oauth', theirs='fasthtml.oauth', authlib='authlib')
+LIBS = ('ours', 'paced', 'theirs', 'authlib')
+NAMES = dict(ours='fasthtml_oauth', paced='ours, pace=True', theirs='fasthtml.oauth', authlib='authlib')
 LATENCY = 0.02  # seconds the provider waits before answering each request
 
 FULL = dict(reps=3, conc=(1, 10, 100), n={1: 30, 10: 100, 100: 300}, n_slow={1: 15, 10: 50, 100: 200}, warm=5,
             rps_secs=1., rps_reps=10, rps_conc=10, hook_n=50, hook_reps=3, idle_probes=200, hook_probes=200, hook_budget=10., gap=0.01,
-            mem_logins=1000, mem_marks=(100, 250, 500, 750, 1000), mem_libs=('ours', 'theirs'), import_reps=21, authlib=True)
+            mem_logins=1000, mem_marks=(100, 250, 500, 750, 1000), mem_libs=('ours', 'theirs'), import_reps=21, authlib=True,
+            whole_conc=100, whole_n=dict(ours=600, paced=600, theirs=150), whole_reps=3, page_n=2000)
 QUICK = dict(reps=1, conc=(1, 10, 100), n={1: 10, 10: 30, 100: 100}, n_slow={1: 5, 10: 20, 100: 100}, warm=2,
              rps_secs=0.5, rps_reps=2, rps_conc=10, hook_n=20, hook_reps=1, idle_probes=60, hook_probes=60, hook_budget=3., gap=0.01,
-             mem_logins=400, mem_marks=(100, 200, 400), mem_libs=('ours',), import_reps=5, authlib=False)
+             mem_logins=400, mem_marks=(100, 200, 400), mem_libs=('ours',), import_reps=5, authlib=False,
+             whole_conc=100, whole_n=dict(ours=200, paced=200, theirs=100), whole_reps=1, page_n=800)
 
 def pct(xs, q):
     "The `q`-th percentile (0-100) of `xs`, interpolated between closest ranks"
@@ -148,10 +150,10 @@ def bench_callbacks(cfg, lg, apps, procs, libs) -> dict:
             for c in cfg['conc']:
                 for lib in (libs if rep % 2 == 0 else libs[::-1]):
                     name = f'{lib}-{kind}'
-                    n = cfg['n' if lib == 'ours' else 'n_slow'][c]
+                    n = cfg['n' if lib in ('ours', 'paced') else 'n_slow'][c]
                     lg('prepare', app=apps[name], n=n, conc=c)
                     cpu0, pcpu0 = cpu_secs(procs.procs[name].pid), cpu_secs(procs.procs['provider'].pid)
-                    r = lg('fire', conc=c, allow_fail=lib != 'ours')  # a library failing under load is a result; ours failing stops the run
+                    r = lg('fire', conc=c, allow_fail=lib not in ('ours', 'paced'))  # a library failing under load is a result; ours failing stops the run
                     cpu, pcpu = cpu_secs(procs.procs[name].pid) - cpu0, cpu_secs(procs.procs['provider'].pid) - pcpu0
                     if r['fail']: say(f"  {lib} {kind} c={c}: {r['fail']} of {n} callbacks failed, e.g. {r['errors'][0]}")
                     row = dict(rate=r['ok'] / r['wall'], p50=pct(r['lat'], 50) * 1000, p99=pct(r['lat'], 99) * 1000,
@@ -166,7 +168,7 @@ def bench_callbacks(cfg, lg, apps, procs, libs) -> dict:
 
 def bench_gate(cfg, lg, apps, procs) -> dict:
     "Requests/s of the gated page and the same page ungated, for a logged-in user, alternating, medians over `rps_reps`"
-    runs = [(lib, path) for lib in ('ours', 'theirs') for path in ('/', '/open')]
+    runs = [(lib, path) for lib in ('ours', 'paced', 'theirs') for path in ('/', '/open')]
     res = {r: [] for r in runs}
     cpu = {r: [] for r in runs}
     for rep in range(cfg['rps_reps']):
@@ -177,7 +179,7 @@ def bench_gate(cfg, lg, apps, procs) -> dict:
             res[lib, path].append(r['rps'])
             cpu[lib, path].append((cpu_secs(p.pid) - c0) / r['ok'] * 1e6)
     out = {}
-    for lib in ('ours', 'theirs'):
+    for lib in ('ours', 'paced', 'theirs'):
         g, u = res[lib, '/'], res[lib, '/open']
         ratios = [a / b for a, b in zip(g, u)]  # each gated run against its neighbouring ungated run
         out[lib] = dict(gated_rps=med(g), ungated_rps=med(u), ratio=med(ratios), ratios=ratios,
@@ -202,12 +204,12 @@ def hook_run(cfg, lg, prober, app, allow_fail) -> dict:
 def bench_hooks(cfg, lg, prober, apps) -> dict:
     "p99 latency of an unrelated (gated, logged-in) page, idle and while bursts of `hook_n` logins run, with an instant and a 0.2 s sync get_auth"
     out = {}
-    for lib in ('ours', 'theirs'):
+    for lib in ('ours', 'paced', 'theirs'):
         rows = []
         for rep in range(cfg['hook_reps']):
             row = {}
             for hook, app in (('instant', f'{lib}-oidc'), ('slow', f'{lib}-oidc-slow')):
-                r = hook_run(cfg, lg, prober, apps[app], allow_fail=lib != 'ours')
+                r = hook_run(cfg, lg, prober, apps[app], allow_fail=lib == 'theirs')
                 row[f'{hook}_failed'] = r['fail']
                 row[f'idle_p99_{hook}'], row[f'idle_probes_{hook}'] = pct(r['idle'], 99) * 1000, len(r['idle'])
                 row[f'{hook}_p99'], row[f'{hook}_p50'] = pct(r['loaded'], 99) * 1000, pct(r['loaded'], 50) * 1000
@@ -220,6 +222,27 @@ def bench_hooks(cfg, lg, prober, apps) -> dict:
                 f'{row["slow_bursts"]} bursts; x{row["ratio"]:.1f}); a burst took {row["slow_logins_wall"]:.2f} s')
         out[lib] = dict({k: (sum if k.endswith('_failed') else med)([r[k] for r in rows]) for k in rows[0]}, reps=len(rows))
     return out
+
+def bench_whole(cfg, lg, apps, procs) -> dict:
+    """Whole logins as a browser makes them (login page, start, provider, callback, home), `whole_conc` at a time: logins/s,
+    and the app's CPU per login against the CPU of as many plain page requests (a logged-in user's ungated page) in the same app"""
+    out = {}
+    for rep in range(cfg['whole_reps']):
+        for lib in (('ours', 'paced', 'theirs') if rep % 2 == 0 else ('theirs', 'paced', 'ours')):
+            name, pid = f'{lib}-oidc', procs.procs[f'{lib}-oidc'].pid
+            c0 = cpu_secs(pid)
+            r = lg('whole', app=apps[name], n=cfg['whole_n'][lib], conc=cfg['whole_conc'], allow_fail=lib == 'theirs')
+            login_cpu = (cpu_secs(pid) - c0) / r['ok'] * 1000
+            c0 = cpu_secs(pid)
+            p = lg('pages', app=apps[name], path='/open', n=cfg['page_n'], conc=cfg['whole_conc'])
+            page_cpu = (cpu_secs(pid) - c0) / p['ok'] * 1000
+            row = dict(rate=r['ok'] / r['wall'], login_cpu_ms=login_cpu, app_requests=r['app_requests'], page_cpu_ms=page_cpu,
+                       cpu_ratio=login_cpu / (r['app_requests'] * page_cpu), failed=r['fail'])
+            out.setdefault(lib, []).append(row)
+            say(f"  whole logins {lib:7} rep {rep + 1}: {row['rate']:6.1f}/s  app CPU {login_cpu:.2f} ms/login over {r['app_requests']} requests, "
+                f"{page_cpu:.3f} ms per plain page: x{row['cpu_ratio']:.2f}" + (f"  ({r['fail']} failed)" if r['fail'] else ''))
+    return {lib: dict({k: med(r[k] for r in rows) for k in rows[0]}, failed=sum(r['failed'] for r in rows), rates=[r['rate'] for r in rows])
+            for lib, rows in out.items()}
 
 def bench_memory(cfg, lg, apps, procs) -> dict:
     "RSS of a fresh app process before logins and after each mark in `mem_marks` (logins 10 at a time), and its peak"
@@ -241,7 +264,7 @@ def bench_memory(cfg, lg, apps, procs) -> dict:
 
 # ---------------------------------------------------------------------------------------------------------------- report
 def targets(r) -> list[dict]:
-    "Each target of issue 8 / DESIGN.md §6: what it asks, the measured value, met or not"
+    "Each target listed in bench/README.md: what it asks, the measured value, met or not"
     cb, t = r['callbacks'], []
     def add(name, value, goal, met, note=''): t.append(dict(target=name, value=value, goal=goal, met=bool(met), note=note))
     for kind, want in (('oidc', 10), ('oauth2', 8)):
@@ -253,8 +276,14 @@ def targets(r) -> list[dict]:
         add(f'{kind} single callback p50 vs {rt} provider round trip(s) of {rt * LATENCY * 1000:.0f} ms', f'{p50:.1f} ms ({p50 / (rt * LATENCY * 1000):.2f}x)', f'<= {limit:.0f} ms (1.5x)', p50 <= limit)
     g = r['gate']['ours']['ratio']
     add('gated/ungated requests/s (ours)', f'{g:.3f}', '>= 0.98', g >= 0.98)
-    h = r['hooks']['ours']['ratio']
-    add('unrelated-page p99 during logins with 0.2 s sync get_auth / idle p99 (ours)', f'{h:.2f}x', '<= 2x', h <= 2)
+    h = r['hooks']['paced']['ratio']
+    add('unrelated-page p99 during logins with 0.2 s sync get_auth / idle p99 (pace=True)', f'{h:.2f}x', '<= 2x', h <= 2,
+        f"needs pace=True: {r['hooks']['ours']['ratio']:.2f}x without")
+    w = r['whole']
+    x = w['ours']['rate'] / w['theirs']['rate']
+    add(f"whole-login throughput @{r['config']['whole_conc']}, ours/theirs", f'{x:.1f}x', '>= 12x', x >= 12)
+    x = w['ours']['cpu_ratio']
+    add(f"app CPU of a whole login / its {w['ours']['app_requests']:.0f} plain page requests (ours)", f'{x:.2f}x', '<= 2x', x <= 2)
     i = r['imports']['ours']['median_ms'] / r['imports']['theirs']['median_ms']
     add('import time, ours/theirs', f'{i:.2f}x', '<= 1.0x', i <= 1.0)
     m = r['memory']['ours']
@@ -303,6 +332,13 @@ def table(r) -> str:
     row('  0.2 s hook p99 / idle p99', {l: f"{h[l]['ratio']:.2f}x" for l in h})
     row('  time for one burst of logins, 0.2 s hook (s)', {l: h[l]['slow_logins_wall'] for l in h}, ratio(h['ours']['slow_logins_wall'], h['theirs']['slow_logins_wall']))
     if 'slow_probes' in h['ours']: row('  probes during bursts, 0.2 s hook (bursts)', {l: f"{h[l]['slow_probes']:.0f} ({h[l]['slow_bursts']:.0f})" for l in h})
+    w = r['whole']
+    rows.append([f"Whole logins (login page, start, provider, callback, home) @{r['config']['whole_conc']} concurrent, OpenID provider"])
+    row('  logins/s', {l: w[l]['rate'] for l in w}, ratio(w['ours']['rate'], w['theirs']['rate']))
+    row('  app CPU ms per login', {l: w[l]['login_cpu_ms'] for l in w}, ratio(w['ours']['login_cpu_ms'], w['theirs']['login_cpu_ms']))
+    row('  app requests per login', {l: f"{w[l]['app_requests']:.0f}" for l in w})
+    row('  app CPU ms per plain page request', {l: w[l]['page_cpu_ms'] for l in w}, ratio(w['ours']['page_cpu_ms'], w['theirs']['page_cpu_ms']))
+    row('  login CPU / CPU of as many plain pages', {l: f"{w[l]['cpu_ratio']:.2f}x" for l in w})
     i = r['imports']
     rows.append([f"Import time ms (median of {r['config']['import_reps']} fresh processes)"])
     row('  import', {l: i[l]['median_ms'] for l in i}, ratio(i['ours']['median_ms'], i['theirs']['median_ms']))
@@ -317,7 +353,7 @@ def table(r) -> str:
     for r_ in rows: out.append(r_[0] if len(r_) == 1 else line(r_))
     out += ['', 'Targets']
     w = max(len(x['target']) for x in r['targets'])
-    for x in r['targets']: out.append(f"  {'MET    ' if x['met'] else 'NOT MET'}  {x['target'].ljust(w)}  {x['value']:>22}  (target {x['goal']})")
+    for x in r['targets']: out.append(f"  {'MET    ' if x['met'] else 'NOT MET'}  {x['target'].ljust(w)}  {x['value']:>22}  (target {x['goal']})" + (f"; {x['note']}" if x['note'] else ''))
     out += ['', 'Phases (seconds; CPUs used on average by other processes on this machine meanwhile, a noise indicator)',
             '  ' + ', '.join(f"{k} {v['seconds']:.0f} s ({v['other_cpus']:.2f})" for k, v in r['meta']['phases'].items())]
     return '\n'.join(out)
@@ -331,7 +367,7 @@ def plot(r, path):
     except ImportError:
         say('matplotlib is not installed: no plot (pip install -e ".[dev]")')
         return False
-    colors = dict(ours='tab:blue', theirs='tab:red', authlib='tab:gray')
+    colors = dict(ours='tab:blue', paced='tab:cyan', theirs='tab:red', authlib='tab:gray')
     conc = r['config']['conc']
     fig, ax = plt.subplots(2, 3, figsize=(16, 9))
     for j, (kind, title) in enumerate((('oidc', 'OpenID provider'), ('oauth2', 'OAuth2 provider'))):
@@ -356,8 +392,8 @@ def plot(r, path):
     a.set_xticks(list(xs), [NAMES[l] for l in ('ours', 'theirs')]); a.set(ylabel='requests/s', title='Page for a logged-in user: gated vs ungated'); a.legend(loc='lower center')
     a, h = ax[1, 1], r['hooks']
     cases = (('idle_p99', 'idle'), ('instant_p99', 'logins,\ninstant hook'), ('slow_p99', 'logins,\n0.2 s sync hook'))
-    for k, lib in enumerate(('ours', 'theirs')):
-        a.bar([x + (k - .5) * .4 for x in range(3)], [h[lib][c] for c, _ in cases], .4, color=colors[lib], label=NAMES[lib])
+    for k, lib in enumerate(('ours', 'paced', 'theirs')):
+        a.bar([x + (k - 1) * .27 for x in range(3)], [h[lib][c] for c, _ in cases], .27, color=colors[lib], label=NAMES[lib])
     a.set_xticks(range(3), [lab for _, lab in cases]); a.set(yscale='log', ylabel='p99 ms', title=f"Unrelated page p99 during {r['config']['hook_n']} logins"); a.legend()
     a, m = ax[1, 2], r['memory']
     for lib, d in m.items():
@@ -394,7 +430,6 @@ def main():
     ap.add_argument('--publish', action='store_true', help='also copy the JSON and the plot to nbs/explains/')
     ap.add_argument('--no-authlib', action='store_true', help='leave Authlib out even if it is installed')
     ap.add_argument('--no-pin', action='store_true', help='do not pin the app to a CPU of its own')
-    ap.add_argument('--no-pace', action='store_true', help="run our apps with login steps' turn-taking (`Pacer`) off, to see what it changes")
     ap.add_argument('--gc-freeze', action='store_true', help="every app calls gc.freeze() after start-up (both libraries): what a full garbage collection costs the latency measures")
     ap.add_argument('--profile', action='store_true', help="run our apps under pyinstrument; profiles go to bench/results/profile-*.txt (numbers then include the profiler's cost)")
     a = ap.parse_args()
@@ -403,7 +438,7 @@ def main():
     use_authlib = cfg['authlib'] and have_authlib and not a.no_authlib
     if not use_authlib:
         say('authlib: skipped (' + ('not installed: pip install authlib' if not have_authlib else '--quick' if a.quick else '--no-authlib') + ')')
-    libs = ('ours', 'theirs') + (('authlib',) if use_authlib else ())
+    libs = ('ours', 'paced', 'theirs') + (('authlib',) if use_authlib else ())
     t_start, code_commit = time.time(), commit()
     RESULTS.mkdir(parents=True, exist_ok=True)
     procs = Procs(pin=not a.no_pin)
@@ -425,7 +460,7 @@ def main():
         imports = phase('imports', bench_imports, cfg['import_reps'])
         say(f'  import fasthtml_oauth {imports["ours"]["median_ms"]:.0f} ms, import fasthtml.oauth {imports["theirs"]["median_ms"]:.0f} ms')
 
-        names = [f'{l}-{k}' for l in libs for k in ('oidc', 'oauth2')] + ['ours-oidc-slow', 'theirs-oidc-slow'] + [f'{l}-mem' for l in cfg['mem_libs']]
+        names = [f'{l}-{k}' for l in libs for k in ('oidc', 'oauth2')] + [f'{l}-oidc-slow' for l in ('ours', 'paced', 'theirs')] + [f'{l}-mem' for l in cfg['mem_libs']]
         ports = {n: free_port() for n in names + ['provider']}
         provider = f"http://127.0.0.1:{ports['provider']}"
         pp = procs.start('provider', ['servers.py', 'provider', '--port', str(ports['provider']), '--latency', str(LATENCY),
@@ -436,8 +471,7 @@ def main():
             kind = 'oidc' if kind == 'mem' else kind
             args = ['servers.py', 'app', '--lib', lib, '--kind', kind, '--port', str(ports[n]), '--provider', provider]
             if n.endswith('-slow'): args += ['--slow', '0.2']
-            if a.profile and lib == 'ours': args += ['--profile', str(RESULTS / f'profile-{n}.txt')]
-            if a.no_pace and lib == 'ours': args += ['--no-pace']
+            if a.profile and lib in ('ours', 'paced'): args += ['--profile', str(RESULTS / f'profile-{n}.txt')]
             if a.gc_freeze: args += ['--gc-freeze']
             procs.start(n, args, app=True)
             apps[n] = f'http://127.0.0.1:{ports[n]}'
@@ -454,6 +488,8 @@ def main():
         gate = phase('gate', bench_gate, cfg, lg, apps, procs)
         say('sync get_auth hooks...')
         hooks = phase('hooks', bench_hooks, cfg, lg, prober, apps)
+        say('whole logins...')
+        whole = phase('whole', bench_whole, cfg, lg, apps, procs)
         say('memory...')
         memory = phase('memory', bench_memory, cfg, lg, apps, procs)
     finally:
@@ -461,9 +497,9 @@ def main():
 
     r = dict(meta=dict(mode='quick' if a.quick else 'full', date=time.strftime('%Y-%m-%d %H:%M'), seconds=round(time.time() - t_start, 1), commit=code_commit,
                        python=platform.python_version(), machine=platform.machine(), cpus=os.cpu_count(), pinned=procs.pin,
-                       provider_latency_s=LATENCY, authlib=use_authlib, profiled=a.profile, paced=not a.no_pace, gc_frozen=a.gc_freeze, phases=phases),
+                       provider_latency_s=LATENCY, authlib=use_authlib, profiled=a.profile, gc_frozen=a.gc_freeze, phases=phases),
              versions=versions(), config={k: (list(v) if isinstance(v, tuple) else {str(x): y for x, y in v.items()} if isinstance(v, dict) else v) for k, v in cfg.items()},
-             callbacks=callbacks, gate=gate, hooks=hooks, imports=imports, memory=memory)
+             callbacks=callbacks, gate=gate, hooks=hooks, whole=whole, imports=imports, memory=memory)
     r['targets'] = targets(r)
     txt = table(r)
     print(txt)
@@ -473,7 +509,7 @@ def main():
     png = plot(r, RESULTS / 'latest.png')
     say(f'wrote {RESULTS / "latest.json"}' + (f' and {RESULTS / "latest.png"}' if png else ''))
     if a.publish:
-        if a.quick or a.profile or a.no_pace or a.gc_freeze: raise SystemExit('--publish needs a plain full run: no --quick, --profile, --no-pace or --gc-freeze')
+        if a.quick or a.profile or a.gc_freeze: raise SystemExit('--publish needs a plain full run: no --quick, --profile or --gc-freeze')
         dest = ROOT / 'nbs' / 'explains'
         shutil.copy(RESULTS / 'latest.json', dest / 'bench_results.json')
         if png: shutil.copy(RESULTS / 'latest.png', dest / 'bench.png')

@@ -1,7 +1,9 @@
 """The benchmark's servers, each run as its own process by `run.py`:
 
     python bench/servers.py provider --port P --redirects URL,URL --latency 0.02
-    python bench/servers.py app --lib ours|theirs|authlib --kind oidc|oauth2 --port P --provider URL [--slow 0.2]
+    python bench/servers.py app --lib ours|paced|theirs|authlib --kind oidc|oauth2 --port P --provider URL [--slow 0.2]
+
+`paced` is ours with `OAuth(..., pace=True)`, the turn-taking of login steps.
 
 Every app is the same small FastHTML app: `/login` answers with the login link as text (what a login page's button
 would point at), `/redirect` is the callback, `/` is a gated page and `/open` the same page left ungated, `/health` says ok.
@@ -35,12 +37,12 @@ def make_app(lib:str, kind:str, provider:str, slow:float=0.):
         if slow: time.sleep(slow)
         return RedirectResponse('/', status_code=303)
 
-    if lib == 'ours':
+    if lib in ('ours', 'paced'):
         from fasthtml_oauth import OAuth, OIDCAppClient, AppClient
         cli = OIDCAppClient(CLIENT_ID, CLIENT_SECRET, issuer=provider) if kind == 'oidc' else AppClient(CLIENT_ID, CLIENT_SECRET, scope=SCOPES[kind], **ep)
         class BenchAuth(OAuth):
             def get_auth(self, info, ident, session, state): return accept(session)
-        oauth = BenchAuth(app, cli, skip=['/open', '/health'])
+        oauth = BenchAuth(app, cli, skip=['/open', '/health'], pace=lib == 'paced')
         link = oauth.login_link
     elif lib == 'theirs':
         from fasthtml.oauth import OAuth, _AppClient
@@ -91,11 +93,8 @@ def make_app(lib:str, kind:str, provider:str, slow:float=0.):
     def open_page(auth): return _page('Home', auth)
     return app
 
-def app_main(lib, kind, port, provider, slow, profile=None, pace=True, gc_freeze=False):
+def app_main(lib, kind, port, provider, slow, profile=None, gc_freeze=False):
     import uvicorn
-    if not pace:
-        from fasthtml_oauth.core import Pacer
-        Pacer.enabled = False
     app = make_app(lib, kind, provider, slow)
     if gc_freeze:
         import gc
@@ -125,10 +124,9 @@ if __name__ == '__main__':
     p.add_argument('--lib'); p.add_argument('--kind', default='oidc'); p.add_argument('--provider')
     p.add_argument('--slow', type=float, default=0.)
     p.add_argument('--profile', default=None, help='write a pyinstrument profile of the whole process to this file at exit')
-    p.add_argument('--no-pace', action='store_true', help="turn off fasthtml_oauth's turn-taking of login steps (`Pacer`), for before/after comparisons")
     p.add_argument('--gc-freeze', action='store_true', help='call gc.freeze() once the app is built, as a latency-minded deployment might')
     a = p.parse_args()
     os.environ.setdefault('OAUTHLIB_INSECURE_TRANSPORT', '1')  # the incumbent's oauthlib refuses http links otherwise (loopback only here)
     os.environ.setdefault('AUTHLIB_INSECURE_TRANSPORT', '1')
     if a.role == 'provider': provider_main(a.port, [u for u in a.redirects.split(',') if u], a.latency)
-    else: app_main(a.lib, a.kind, a.port, a.provider, a.slow, a.profile, pace=not a.no_pace, gc_freeze=a.gc_freeze)
+    else: app_main(a.lib, a.kind, a.port, a.provider, a.slow, a.profile, gc_freeze=a.gc_freeze)

@@ -1,6 +1,7 @@
 __version__ = "0.0.1"
 
 from .core import *
+from .client import *
 from .oidc import *
 from .providers import *
 from .oauth import *

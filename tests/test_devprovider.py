@@ -2,6 +2,7 @@
 import asyncio, re, httpx, pytest
 from urllib.parse import urlsplit, parse_qs
 from fasthtml_oauth.core import *
+from fasthtml_oauth.client import *
 from fasthtml_oauth.devprovider import DevProvider
 from conftest import free_port
 

@@ -54,10 +54,8 @@ def test_connection_refused(setup, caplog):
     to_provider = start(b, oauth)
     cli.token_url = f'http://127.0.0.1:{free_port()}/token'  # nothing listens there
     dp_transport, cli.transport = cli.transport, None  # real sockets for this client
-    cli._pools.clear(); cli._sync = None
     assert 'Could not reach' in failed(app, b, b.get(dp.approve(to_provider, 'ada@example.com')))
     cli.token_url, cli.transport = dp.url('token'), dp_transport
-    cli._pools.clear(); cli._sync = None
     keeps_serving(dp, app, oauth, caplog)
 
 def test_userinfo_401(setup, caplog):

@@ -17,7 +17,7 @@ def run(coro):
     async def main():
         try: return await coro
         finally:
-            for c in clients: await c._aclient().aclose()  # the library has no public way to close them
+            for c in clients: await c.aclose()
     return asyncio.run(main())
 
 def query(url) -> dict: return dict(parse_qsl(urlsplit(url).query))
