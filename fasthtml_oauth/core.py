@@ -113,7 +113,7 @@ class Fields(dict):
         if k.startswith('_'): raise AttributeError(k)
         return self.get(k)
 
-# %% ../nbs/api/00_core.ipynb #b7f42766
+# %% ../nbs/api/00_core.ipynb #01cee240
 _secret_keys = ('access_token', 'refresh_token', 'id_token')
 
 class Token(Fields):
@@ -123,7 +123,8 @@ class Token(Fields):
         "Has `expires_at` passed? (`False` when the provider gave no expiry)"
         return self.get('expires_at') is not None and time.time() >= self['expires_at']
 
-    def __repr__(self): return 'Token(' + ', '.join(f"{k}={'…' if k in _secret_keys else repr(v)}" for k,v in self.items()) + ')'
+    def __repr__(self):
+        return 'Token(' + ', '.join(f"{k}={'…' if k in _secret_keys else repr(v)}" for k,v in self.items()) + ')'
     __str__ = __repr__
 
 # %% ../nbs/api/00_core.ipynb #4cac42e8
@@ -153,7 +154,7 @@ def _token_parse(cls:Token, body:str|bytes, content_type:str='') -> Token:
     return tok
 Token.parse = _token_parse
 
-# %% ../nbs/api/00_core.ipynb #aeaee47a
+# %% ../nbs/api/00_core.ipynb #89085b35
 def _verified(v) -> bool|None:
     "`True` only for a real `true` (some providers send the string `'true'`); `None` when absent"
     return None if v is None else v is True or str(v).lower() == 'true'
@@ -167,8 +168,9 @@ class UserInfo(Fields):
     @classmethod
     def from_raw(cls, raw:dict, id_key:str='sub') -> 'UserInfo':
         "Add the common fields to the provider's `raw` answer"
-        return cls(raw, ident=raw.get(id_key), email=raw.get('email'), email_verified=_verified(raw.get('email_verified')),
-                   name=raw.get('name'), picture=_first(raw, 'picture', 'avatar_url'),
+        return cls(raw, ident=raw.get(id_key), email=raw.get('email'),
+                   email_verified=_verified(raw.get('email_verified')), name=raw.get('name'),
+                   picture=_first(raw, 'picture', 'avatar_url'),
                    username=_first(raw, 'preferred_username', 'login', 'username', 'nickname'))
 
 # %% ../nbs/api/00_core.ipynb #51515e24
@@ -202,7 +204,7 @@ class LoginRequest:
     @property
     def code_challenge(self) -> str: return pkce_challenge(self.code_verifier)
 
-# %% ../nbs/api/00_core.ipynb #208be8b8
+# %% ../nbs/api/00_core.ipynb #786f26b5
 _stored = tuple(f.name for f in fields(LoginRequest) if f.name != 'url')
 
 def _lr_to_dict(self:LoginRequest) -> dict:
@@ -212,7 +214,8 @@ def _lr_to_dict(self:LoginRequest) -> dict:
 @classmethod
 def _lr_from_dict(cls:LoginRequest, d) -> LoginRequest|None:
     "The `LoginRequest` stored as `d`, or `None` if `d` is not one"
-    if not isinstance(d, dict) or not all(isinstance(d.get(k), str) for k in ('state', 'code_verifier', 'redirect_uri')): return None
+    if not isinstance(d, dict): return None
+    if not all(isinstance(d.get(k), str) for k in ('state', 'code_verifier', 'redirect_uri')): return None
     if not isinstance(d.get('created'), (int, float)): return None
     return cls('', **{k: d.get(k) for k in _stored})
 

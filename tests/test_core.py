@@ -87,3 +87,18 @@ def test_plain_http_elsewhere_is_refused():
     cli = AppClient('id', 'secret', base_url='http://auth.example/authorize', token_url='http://auth.example/token')
     with pytest.raises(InsecureTransport): cli.login_request('https://app.example/redirect')
     with pytest.raises(InsecureTransport): cli.parse_response('c', 'https://app.example/redirect')
+
+def test_no_sync_async_twins():
+    "No function body appears twice in the package with only `async`/`await`/`_async` differing: each flow is written once"
+    import ast, re, collections
+    bodies = collections.defaultdict(list)
+    for f in Path(fasthtml_oauth.__file__).parent.glob('*.py'):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)): continue
+            body = node.body[1:] if node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) else node.body
+            src = '\n'.join(ast.unparse(b) for b in body)
+            if len(src.splitlines()) < 2 and len(src) < 60: continue  # one-liners that merely hand over are allowed to look alike
+            norm = re.sub(r'\bawait\s+|\basync\s+|_async\b|(?:(?<=\b)|(?<=_))a(?=(?:run|fetch|transport|close|send|client)\b)', '', src)
+            bodies[norm].append(f'{f.name}:{node.name}')
+    twins = [names for names in bodies.values() if len(names) > 1]
+    assert not twins, twins
