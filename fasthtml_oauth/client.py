@@ -19,7 +19,7 @@ from . import __version__
 from .core import *
 from .core import _json_object
 
-# %% ../nbs/api/01_client.ipynb #7405d5ae
+# %% ../nbs/api/01_client.ipynb #1476156c
 _config = ('base_url', 'token_url', 'info_url', 'revoke_url', 'id_key', 'token_auth')
 
 class AppClient:
@@ -37,7 +37,7 @@ class AppClient:
         store_attr('client_id,client_secret,transport,timeout')
         if scope is not None: self.scope = scope
         for k,v in kwargs.items(): setattr(self, k, v)
-        self._pools, self._sync, self._lock, self._next, self._env = {}, {}, threading.Lock(), 0, None
+        self._pools, self._sync, self._lock, self._next, self._env = {}, None, threading.Lock(), 0, None
         self._token = ContextVar(f'fasthtml_oauth_token_{id(self)}', default=None)
 
     def __repr__(self): return f"{type(self).__name__}(client_id={self.client_id!r})"
@@ -56,10 +56,10 @@ def request(self:AppClient, method:str, url:str|None,
     hdrs = _headers | (headers or {})
     return httpx.Request(method, check_url(url, what), headers=hdrs, extensions=dict(timeout=t), **kw)
 
-# %% ../nbs/api/01_client.ipynb #4ae20d7a
+# %% ../nbs/api/01_client.ipynb #ec666dc8
 def form_body(**fields) -> str:
     "`fields` form-encoded, in order, without empty ones; a list of scopes becomes one space-separated string"
-    if isinstance(fields.get('scope'), (list, tuple)): fields['scope'] = ' '.join(fields['scope'])
+    if isinstance(fields.get('scope'), (list, tuple, set)): fields['scope'] = ' '.join(map(str, fields['scope']))
     return urlencode({k: v for k, v in fields.items() if v is not None and v != ''})
 
 # %% ../nbs/api/01_client.ipynb #ee56b3f4
@@ -107,36 +107,34 @@ async def arun(self:AppClient, flow):
         going, out = _step(flow, res, exc)
     return out
 
-# %% ../nbs/api/01_client.ipynb #d1910cb7
+# %% ../nbs/api/01_client.ipynb #78ffe052
 def _too_big(cap:int): return InvalidResponse(f"The provider's answer is larger than {cap} bytes")
 
 @cache
 def _capped():
-    "The class of response streams that stop past `cap` bytes or after `deadline` (made when httpx is first imported)"
+    "The class of response streams that stop past `cap` bytes (made when httpx is first imported)"
     import httpx
-    class Capped(httpx.AsyncByteStream, httpx.SyncByteStream):
-        def __init__(self, stream, cap:int, deadline:float|None=None):
-            self.stream, self.cap, self.deadline, self.n = stream, cap, deadline, 0
+    class Capped(httpx.AsyncByteStream):
+        def __init__(self, stream, cap:int): self.stream, self.cap, self.n = stream, cap, 0
         def _count(self, chunk):
             self.n += len(chunk)
             if self.n > self.cap: raise _too_big(self.cap)
-            if self.deadline is not None and time.monotonic() > self.deadline: raise TimeoutError
             return chunk
-        def __iter__(self): return (self._count(c) for c in self.stream)
         async def __aiter__(self):
             async for c in self.stream: yield self._count(c)
-        def close(self): self.stream.close()
         async def aclose(self): await self.stream.aclose()
     return Capped
 
-# %% ../nbs/api/01_client.ipynb #99917d07
-def _prepared(res, req, cap:int, deadline:float|None=None):
-    "`res` (a transport's answer to `req`) checked and set to be read within `cap` bytes and before `deadline`"
+# %% ../nbs/api/01_client.ipynb #aa11f17b
+def _prepared(res, req, cap:int):
+    "`res` (a transport's answer to `req`) checked and set to be read within `cap` bytes"
     res.request = req
     if res.headers.get('content-encoding', 'identity').lower() != 'identity':
         raise InvalidResponse("The provider sent a compressed answer, which was not asked for")
-    if int(res.headers.get('content-length') or 0) > cap: raise _too_big(cap)
-    res.stream = _capped()(res.stream, cap, deadline)
+    length = res.headers.get('content-length') or '0'
+    if not length.isdigit(): raise InvalidResponse("The provider's answer has a malformed Content-Length")
+    if int(length) > cap: raise _too_big(cap)
+    res.stream = _capped()(res.stream, cap)
     return res
 
 def _done(res, cap:int):
@@ -157,17 +155,7 @@ def _errors(req):
     except httpx.DecodingError: raise InvalidResponse(f"The provider at {host} sent an unreadable answer") from None
     except httpx.HTTPError: raise NetworkError(f"Could not reach the provider at {host}") from None
 
-# %% ../nbs/api/01_client.ipynb #09c713d6
-@patch
-def _fetch(self:AppClient, req) -> 'httpx.Response':
-    "Send `req` from sync code and read its answer, within the deadline and `max_body`"
-    deadline = time.monotonic() + self.timeout
-    with _errors(req):
-        res = self._transport(req.url).handle_request(req)
-        try: _prepared(res, req, self.max_body, deadline).read()
-        finally: res.close()
-        return _done(res, self.max_body)
-
+# %% ../nbs/api/01_client.ipynb #a564e9f2
 @patch
 async def _afetch(self:AppClient, req) -> 'httpx.Response':
     "Send `req` without blocking the event loop and read its answer, within the deadline and `max_body`"
@@ -177,6 +165,22 @@ async def _afetch(self:AppClient, req) -> 'httpx.Response':
             try: await _prepared(res, req, self.max_body).aread()
             finally: await res.aclose()
         return _done(res, self.max_body)
+
+# %% ../nbs/api/01_client.ipynb #c00f9a81
+@patch
+def _fetch(self:AppClient, req) -> 'httpx.Response':
+    "Send `req` from sync code: on this client's own event loop, as `_afetch` does"
+    return asyncio.run_coroutine_threadsafe(self._afetch(req), self._loop()).result()
+
+@patch
+def _loop(self:AppClient) -> asyncio.AbstractEventLoop:
+    "This client's event loop for synchronous calls, in a daemon thread, started on first use"
+    with self._lock:
+        if self._sync is None:
+            self._sync = loop = asyncio.new_event_loop()
+            def serve(): loop.run_forever(); loop.close()
+            threading.Thread(target=serve, daemon=True, name=f'fasthtml-oauth-{self.client_id}').start()
+        return self._sync
 
 # %% ../nbs/api/01_client.ipynb #a53e40c4
 @cache
@@ -212,33 +216,27 @@ def _atransport(self:AppClient, url) -> 'httpx.AsyncBaseTransport':
     self._next = (self._next + 1) % len(pools)
     return pools[self._next]
 
-# %% ../nbs/api/01_client.ipynb #17602bf6
+# %% ../nbs/api/01_client.ipynb #c0be922d
 @patch
-def _transport(self:AppClient, url) -> 'httpx.BaseTransport':
-    "The transport for `url` from sync code: the client's own, a proxy's, or its sync pool"
-    import httpx
-    if self.transport is not None: return self.transport
-    key = self._proxy(url)
-    with self._lock:
-        if key not in self._sync: self._sync[key] = httpx.HTTPTransport(verify=ssl_context(), proxy=key)
-        return self._sync[key]
+async def _close_here(self:AppClient):
+    "Close the connections this client opened on the running loop"
+    ref, direct, proxied = self._pools.pop(id(asyncio.get_running_loop()), (None, [], {}))
+    for t in direct + list(proxied.values()): await t.aclose()
 
-# %% ../nbs/api/01_client.ipynb #d1239f1a
 @patch
 async def aclose(self:AppClient):
-    "Close this client's connections: the running loop's properly, those of other loops by dropping them"
-    pools, self._pools = self._pools, {}
-    loop = asyncio.get_running_loop()
-    for ref, direct, proxied in pools.values():
-        if ref() is loop:
-            for t in direct + list(proxied.values()): await t.aclose()
+    "Close this client's connections: the running loop's and the sync calls' properly, other loops' by dropping them"
+    await self._close_here()
+    self._pools.clear()
     self.close()
 
 @patch
 def close(self:AppClient):
-    "Close this client's connections for synchronous calls"
-    with self._lock: sync, self._sync = self._sync, {}
-    for t in sync.values(): t.close()
+    "Close this client's connections for synchronous calls, and stop the thread they run on"
+    with self._lock: loop, self._sync = self._sync, None
+    if loop is None: return
+    asyncio.run_coroutine_threadsafe(self._close_here(), loop).result()
+    loop.call_soon_threadsafe(loop.stop)
 
 # %% ../nbs/api/01_client.ipynb #8672fb16
 def twins(cls, flow:str, name:str):
@@ -299,11 +297,11 @@ def login_flow(self:AppClient,
     return LoginRequest(url, state, verifier, redirect_uri, nonce or None, payload, time.time())
 twins(AppClient, 'login_flow', 'login_request')
 
-# %% ../nbs/api/01_client.ipynb #3bee6287
+# %% ../nbs/api/01_client.ipynb #0c564c0b
 def _error_body(res) -> dict:
     "The OAuth error fields of a failed answer, JSON or form-encoded, if it has them"
     try: d = res.json()
-    except ValueError: d = dict(parse_qsl(res.text)) if 'form' in res.headers.get('content-type', '') else {}
+    except (ValueError, RecursionError): d = dict(parse_qsl(res.text)) if 'form' in res.headers.get('content-type', '') else {}
     return d if isinstance(d, dict) and isinstance(d.get('error'), str) else {}
 
 @patch
@@ -311,7 +309,7 @@ def token_from(self:AppClient, res) -> Token:
     "The `Token` in a token-endpoint answer, or the matching error"
     if res.status_code >= 400:
         if e := _error_body(res): raise ProviderError.of('the token request', e['error'], e.get('error_description'))
-        raise TokenError(f"The token endpoint answered HTTP {res.status_code}")
+    if not 200 <= res.status_code < 300: raise TokenError(f"The token endpoint answered HTTP {res.status_code}")
     return Token.parse(res.content, res.headers.get('content-type', ''))
 
 # %% ../nbs/api/01_client.ipynb #80662154
@@ -334,7 +332,7 @@ def _get_token(self) -> Token|None: return self._token.get()
 def _set_token(self, tok): self._token.set(Token(tok) if isinstance(tok, dict) and not isinstance(tok, Token) else tok)
 AppClient.token = property(_get_token, _set_token, doc="The `Token` of this task's or thread's last exchange or refresh")
 
-# %% ../nbs/api/01_client.ipynb #fbe68e98
+# %% ../nbs/api/01_client.ipynb #0f6ef0aa
 @patch
 def to_info(self:AppClient, raw:dict) -> UserInfo:
     "The provider's `raw` user info as a `UserInfo`; providers override this to map their own fields"
@@ -346,13 +344,14 @@ def info_request(self:AppClient, token=None, url:str|None=None) -> 'httpx.Reques
     tok = token or self.token
     if isinstance(tok, dict): tok = tok.get('access_token')
     if not tok: raise TokenError("No access token: exchange a code first or pass a token")
+    if not (isinstance(tok, str) and tok.isascii() and tok.isprintable()): raise TokenError("The access token is malformed")
     return self.request('GET', url or self.info_url, 'user info endpoint', {'Authorization': f'Bearer {tok}'})
 
-# %% ../nbs/api/01_client.ipynb #adad1fc8
+# %% ../nbs/api/01_client.ipynb #50fab36f
 @patch
 def info_from(self:AppClient, res) -> UserInfo:
     "The `UserInfo` in a user-info answer, or the matching error"
-    if res.status_code >= 400:
+    if not 200 <= res.status_code < 300:
         e = _error_body(res)
         raise UserInfoError(f"The user info endpoint answered HTTP {res.status_code}", e.get('error'),
                             e.get('error_description'))

@@ -8,8 +8,8 @@ __all__ = ['loopback_hosts', 'http_patterns', 'get_host', 'hostname', 'url_match
            'InsecureTransport', 'StateError', 'NonceError', 'IdTokenError', 'Fields', 'Token', 'UserInfo', 'check_url',
            'pkce_challenge', 'LoginRequest']
 
-# %% ../nbs/api/00_core.ipynb #13e55e52
-import base64, hashlib, json, re, time
+# %% ../nbs/api/00_core.ipynb #afff55b5
+import base64, hashlib, json, math, re, time
 from dataclasses import dataclass, asdict, fields
 from urllib.parse import urlsplit
 
@@ -127,11 +127,11 @@ class Token(Fields):
         return 'Token(' + ', '.join(f"{k}={'…' if k in _secret_keys else repr(v)}" for k,v in self.items()) + ')'
     __str__ = __repr__
 
-# %% ../nbs/api/00_core.ipynb #4cac42e8
+# %% ../nbs/api/00_core.ipynb #bb8dcb99
 def _json_object(text:str, what:str) -> dict:
     "The JSON object in `text`, or `InvalidResponse` naming `what` sent it"
     try: d = json.loads(text)
-    except ValueError: raise InvalidResponse(f"The {what} answered with malformed JSON") from None
+    except (ValueError, RecursionError): raise InvalidResponse(f"The {what} answered with malformed JSON") from None
     if not isinstance(d, dict): raise InvalidResponse(f"The {what} answered with JSON that is not an object")
     return d
 
@@ -140,7 +140,7 @@ def _parse_token(text:str) -> dict:
     try: return parse_token_response(text)
     except MissingTokenError: raise TokenError("The token endpoint's answer has no access_token") from None
     except OAuth2Error as e: raise ProviderError.of('the token request', e.error, e.description) from None
-    except (ValueError, TypeError, AttributeError, ArithmeticError):
+    except (ValueError, TypeError, AttributeError, ArithmeticError, RecursionError):
         raise InvalidResponse("The token endpoint answered with an unreadable token") from None
 
 # %% ../nbs/api/00_core.ipynb #77f8405a
@@ -204,8 +204,12 @@ class LoginRequest:
     @property
     def code_challenge(self) -> str: return pkce_challenge(self.code_verifier)
 
-# %% ../nbs/api/00_core.ipynb #786f26b5
+# %% ../nbs/api/00_core.ipynb #0ed31a2a
 _stored = tuple(f.name for f in fields(LoginRequest) if f.name != 'url')
+
+def _finite(v) -> bool:
+    "Is `v` a real number (not a bool, not infinite, not NaN)?"
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 def _lr_to_dict(self:LoginRequest) -> dict:
     "The fields to store until the callback (all but `url`)"
@@ -216,7 +220,8 @@ def _lr_from_dict(cls:LoginRequest, d) -> LoginRequest|None:
     "The `LoginRequest` stored as `d`, or `None` if `d` is not one"
     if not isinstance(d, dict): return None
     if not all(isinstance(d.get(k), str) for k in ('state', 'code_verifier', 'redirect_uri')): return None
-    if not isinstance(d.get('created'), (int, float)): return None
+    if not _finite(d.get('created')): return None
+    if not all(d.get(k) is None or isinstance(d.get(k), str) for k in ('nonce', 'payload', 'next', 'via')): return None
     return cls('', **{k: d.get(k) for k in _stored})
 
 LoginRequest.to_dict, LoginRequest.from_dict = _lr_to_dict, _lr_from_dict

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['safe_next', 'OAuth', 'hook_pool', 'Gate', 'SessionLogins']
 
-# %% ../nbs/api/04_oauth.ipynb #37279996
+# %% ../nbs/api/04_oauth.ipynb #c37ddd71
 import asyncio, contextvars, hmac, inspect, json, re, time
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
@@ -16,6 +16,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request, HTTPConnection
 from starlette.routing import Match, Route, get_route_path
 from starlette.authentication import AuthCredentials
+from fasthtml.core import Redirect
 from fasthtml.components import to_xml, Html, Head, Title, Meta, Body, Form, Input, Button, Script, Noscript, P
 from fastcore.basics import patch, store_attr
 from .core import *
@@ -30,7 +31,7 @@ def safe_next(path:str|None) -> str|None:
         if urlsplit(p).netloc or urlsplit(p).scheme: return None
     return path
 
-# %% ../nbs/api/04_oauth.ipynb #6b13e832
+# %% ../nbs/api/04_oauth.ipynb #1402dc60
 class OAuth:
     "Login through `cli` for FastHTML `app`: login-start, callback and logout routes, and a gate before every other path"
     def __init__(self, app, cli,
@@ -53,7 +54,6 @@ class OAuth:
         self.base_url, self.keep = base_url and base_url.rstrip('/'), tuple(keep)
         self.start_path = start_path or redir_path.rstrip('/') + '/start'
         self.pending_logins = SessionLogins(max_pending, login_ttl)  # where logins in progress wait for their callback
-        self.login_ttl = login_ttl
         self.signer = itsdangerous.URLSafeTimedSerializer(app.secret_key, salt='fasthtml-oauth-login-link' + redir_path)
         self._token_param = 'token' in inspect.signature(self.get_auth).parameters
         self._route(redir_path, self._callback, ['POST' if redir_method == 'post' else 'GET'])
@@ -67,11 +67,11 @@ class OAuth:
         plain = url_match(req, self.http_patterns) or not self.https
         return redir_url(req, self.redir_path, 'http' if plain else 'https')
 
-# %% ../nbs/api/04_oauth.ipynb #0d170bf8
+# %% ../nbs/api/04_oauth.ipynb #b5c79103
 @patch
 def _route(self:OAuth, path:str, handler, methods:list):
     "Serve `handler(req, session)` at `path` as a plain Starlette route (replacing one with the same path and methods)"
-    async def endpoint(req): return _as_response(await handler(req, req.session))
+    async def endpoint(req): return _as_response(await handler(req, req.session), req)
     self.app.add_route(Route(path, endpoint, methods=methods, name=f'oauth:{path}'))
 
 # %% ../nbs/api/04_oauth.ipynb #cff06cdf
@@ -108,7 +108,7 @@ async def _run(f, *args, **kw):
         res = await asyncio.get_running_loop().run_in_executor(hook_pool(), call)
     return await res if inspect.isawaitable(res) else res
 
-# %% ../nbs/api/04_oauth.ipynb #e4720f5a
+# %% ../nbs/api/04_oauth.ipynb #45c8b565
 def _htmx(req, res):
     "For htmx requests, turn a redirect into an `HX-Redirect` that htmx performs as a full navigation"
     if 'hx-request' in req.headers and isinstance(res, Response) and res.status_code in (301, 302, 303, 307, 308):
@@ -175,8 +175,10 @@ def _instance(self:OAuth, session) -> 'OAuth':
     via = session.get('oauth_via')
     return next((o for o in self._instances if o.redir_path == via), self)
 
-def _as_response(res) -> Response:
-    "A hook's answer as a response: responses as they are, text and FT components as HTML, anything else (`True`) as 403"
+def _as_response(res, req=None) -> Response:
+    "A hook's answer as a response: responses as they are (FastHTML's `Redirect` too), text and FT components as HTML, else 403"
+    if isinstance(res, Redirect): res = RedirectResponse(res.loc, status_code=303)  # `_htmx` makes it an HX-Redirect
+    elif req is not None and hasattr(res, '__response__'): res = res.__response__(req)
     if isinstance(res, Response): return res
     if isinstance(res, str): return HTMLResponse(res)
     try: return HTMLResponse(to_xml(res))
@@ -193,14 +195,14 @@ def _remember_page(req, session):
     if req.method != 'GET' or 'hx-request' in req.headers: return
     if nxt := safe_next(req.url.path + (f'?{req.url.query}' if req.url.query else '')): session['oauth_next'] = nxt
 
-# %% ../nbs/api/04_oauth.ipynb #a7f53594
+# %% ../nbs/api/04_oauth.ipynb #54be987c
 @patch
 async def _to_login(self:OAuth, scope, receive, session) -> Response:
     "The answer to a request without a login: `redir_login` (htmx-aware), or 403 for a WebSocket"
     if scope['type'] != 'http': return Response(status_code=403)
     req = Request(scope, receive)
     _remember_page(req, session)
-    return _htmx(req, _as_response(await _run(self.redir_login, session)))
+    return _htmx(req, _as_response(await _run(self.redir_login, session), req))
 
 @patch
 async def _invalid(self:OAuth, scope, receive, session, auth) -> Response|None:
@@ -211,7 +213,7 @@ async def _invalid(self:OAuth, scope, receive, session, auth) -> Response|None:
     http = scope['type'] == 'http'
     req = Request(scope, receive) if http else HTTPConnection(scope)
     if res := await _run(o.check_invalid, req, session, auth):
-        return _htmx(req, _as_response(res)) if http else Response(status_code=403)
+        return _htmx(req, _as_response(res, req)) if http else Response(status_code=403)
 
 # %% ../nbs/api/04_oauth.ipynb #d2a75132
 @patch
@@ -239,16 +241,19 @@ def login_link(self:OAuth, req, scope:str|list|None=None,
     t = self.signer.dumps(dict(scope=scope, state=state, next=safe_next(next), kw=kwargs))
     return f"{self.start_path}?t={t}"
 
-# %% ../nbs/api/04_oauth.ipynb #9d0884ca
+# %% ../nbs/api/04_oauth.ipynb #645a0b27
 class SessionLogins:
     "Logins in progress in the signed session cookie: at most `max_pending`, for `ttl` seconds, in `max_bytes`"
     key = 'oauth_pending'
     def __init__(self, max_pending:int=4, ttl:float=600, max_bytes:int=_max_pending_bytes): store_attr()
 
+    def _stored(self, session) -> dict:
+        "What `session` holds under `key`, if it is a dict"
+        return d if isinstance(d := session.get(self.key), dict) else {}
+
     def _live(self, session) -> dict:
         "The stored logins that are well-formed and younger than `ttl`"
-        now = time.time()
-        stored = (session.get(self.key) or {}).items()
+        now, stored = time.time(), self._stored(session).items()
         return {k: v for k, v in stored if (lr := LoginRequest.from_dict(v)) and now - lr.created < self.ttl}
 
     def put(self, session, lr:LoginRequest):
@@ -262,25 +267,34 @@ class SessionLogins:
 
     def take(self, session, state:str) -> LoginRequest|None:
         "Remove and return the login in progress for `state` (compared in constant time), or `None`"
-        pending = session.get(self.key) or {}
+        pending = self._stored(session)
         match = next((k for k in list(pending) if hmac.compare_digest(k.encode(), state.encode())), None)
         d = pending.pop(match, None) if match else None
         session[self.key] = pending
         return LoginRequest.from_dict(d)
 
-# %% ../nbs/api/04_oauth.ipynb #3c2144ea
+# %% ../nbs/api/04_oauth.ipynb #6f955ac4
+def _kept_by_logins(name:str, doc:str):
+    "A property of `OAuth` that is `pending_logins.{name}`"
+    return property(lambda self: getattr(self.pending_logins, name), lambda self, v: setattr(self.pending_logins, name, v), doc=doc)
+
+OAuth.max_pending = _kept_by_logins('max_pending', "Logins in progress kept per browser")
+OAuth.login_ttl = _kept_by_logins('ttl', "Seconds a started login may take to come back")
+
+# %% ../nbs/api/04_oauth.ipynb #32b3f1bb
 @patch
 async def _start(self:OAuth, req, session):
     try: opts = self.signer.loads(req.query_params.get('t', ''), max_age=86400)
     except itsdangerous.BadData:
         return self._fail(session, StateError("This login link is invalid or too old; please start again"))
-    try: lr = await self.cli.login_request_async(self.redir_url(req), opts['scope'], opts['state'], **opts['kw'])
+    try:
+        lr = await self.cli.login_request_async(self.redir_url(req), opts['scope'], opts['state'], **opts['kw'])
+        lr.next, lr.via = opts['next'], self.redir_path
+        self.pending_logins.put(session, lr)
     except Exception as e: return self._fail(session, e)
-    lr.next, lr.via = opts['next'], self.redir_path
-    self.pending_logins.put(session, lr)
     return RedirectResponse(lr.url, status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #f63efe9f
+# %% ../nbs/api/04_oauth.ipynb #91c97415
 @patch
 def _fail(self:OAuth, session, err:Exception):
     "Send the browser to the error page with a safe message"
@@ -298,7 +312,7 @@ def _take(self:OAuth, session, state:str|None) -> LoginRequest:
     lr = self.pending_logins.take(session, state)
     if not lr or lr.via != self.redir_path:
         raise StateError("This login was not started in this browser, or was already used; please start again")
-    if time.time() - lr.created >= self.login_ttl: raise StateError("This login took too long; please start again")
+    if time.time() - lr.created >= self.pending_logins.ttl: raise StateError("This login took too long; please start again")
     return lr
 
 @patch

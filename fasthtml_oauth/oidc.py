@@ -6,13 +6,13 @@
 __all__ = ['signing_algs', 'IssuerMismatch', 'IdTokenSignatureError', 'UnknownKeyError', 'IdTokenIssuerError',
            'IdTokenAudienceError', 'IdTokenExpiredError', 'IdTokenNotYetValidError', 'OIDCAppClient']
 
-# %% ../nbs/api/02_oidc.ipynb #83c3af6a
-import base64, hmac, json, time
+# %% ../nbs/api/02_oidc.ipynb #5ad558ee
+import base64, hmac, json, re, time
 from functools import cache
 from fastcore.basics import patch
 from .core import *
 from .client import *
-from .core import _json_object
+from .core import _json_object, _finite
 
 # %% ../nbs/api/02_oidc.ipynb #790b2f1d
 class IssuerMismatch(OAuthError):
@@ -120,13 +120,13 @@ twins(OIDCAppClient, 'discovery_flow', 'metadata')
 @patch
 def ready_flow(self:OIDCAppClient): yield from self.discovery_flow()
 
-# %% ../nbs/api/02_oidc.ipynb #fcce4f31
+# %% ../nbs/api/02_oidc.ipynb #4f6fee87
 @patch
 def _store_jwks(self:OIDCAppClient, res):
     jwt, jws, errors, KeySet = _jose()
     if res.status_code != 200: raise InvalidResponse(f"The provider's JWKS answered HTTP {res.status_code}")
     try: ks = KeySet.import_key_set(dict(keys=[k for k in res.json()['keys'] if k.get('use', 'sig') == 'sig']))
-    except (ValueError, KeyError, TypeError, AttributeError, errors.JoseError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, errors.JoseError):
         raise InvalidResponse("The provider's JWKS is not a valid key set") from None
     self._jwks, self._kids, self._jwks_at = ks, {k.kid for k in ks.keys}, time.time()
     return ks
@@ -148,18 +148,24 @@ def jwks_flow(self:OIDCAppClient, kid:str|None=None):
     return self._jwks
 twins(OIDCAppClient, 'jwks_flow', 'jwks')
 
-# %% ../nbs/api/02_oidc.ipynb #743b8155
+# %% ../nbs/api/02_oidc.ipynb #ca76abc9
+_re_b64url = re.compile(r'[A-Za-z0-9_-]+')
+
 def _b64json(part:str):
-    "The JSON value in one base64url part of a JWT"
+    "The JSON value in one base64url part of a JWT (strictly base64url: no padding, nothing else)"
+    if not _re_b64url.fullmatch(part): raise ValueError("not base64url")
     return json.loads(base64.urlsafe_b64decode(part + '=' * (-len(part) % 4)))
 
 @patch
 def _header(self:OIDCAppClient, id_token:str) -> dict:
     "The id_token's JOSE header, with its algorithm checked against the allow-list (the signature is checked next)"
-    try: h = _b64json(id_token.split('.')[0]) if id_token.count('.') == 2 else None
-    except (ValueError, TypeError, UnicodeError): h = None
-    if not isinstance(h, dict): raise IdTokenError("The id_token is not a well-formed JWT")
-    allowed = [a for a in self.meta.get('id_token_signing_alg_values_supported', ['RS256']) if a in signing_algs]
+    try: h = _b64json(id_token.split('.')[0]) if isinstance(id_token, str) and id_token.count('.') == 2 else None
+    except (ValueError, TypeError, UnicodeError, RecursionError): h = None
+    if not isinstance(h, dict) or not isinstance(h.get('kid'), (str, type(None))):
+        raise IdTokenError("The id_token is not a well-formed JWT")
+    algs = self.meta.get('id_token_signing_alg_values_supported')
+    algs = [algs] if isinstance(algs, str) else algs if isinstance(algs, list) else ['RS256']
+    allowed = [a for a in algs if a in signing_algs]
     if h.get('alg') not in allowed:
         alg = safe_text(h.get('alg'), 20)
         raise IdTokenSignatureError(f"The id_token uses algorithm {alg!r}; accepted: {', '.join(allowed)}")
@@ -193,16 +199,14 @@ def _check_parties(self:OIDCAppClient, c:dict):
     if (len(auds) > 1 or 'azp' in c) and c.get('azp') != self.client_id:
         raise IdTokenAudienceError("The id_token's authorized party (azp) is another client")
 
-# %% ../nbs/api/02_oidc.ipynb #b41266fe
-def _num(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
-
+# %% ../nbs/api/02_oidc.ipynb #5a2cac4f
 def _check_times(c:dict, leeway:float):
     "The id_token is valid now, give or take `leeway` seconds"
     now = time.time()
-    if not _num(c.get('exp')) or c['exp'] + leeway < now: raise IdTokenExpiredError("The id_token has expired")
-    if not _num(c.get('iat')) or c['iat'] - leeway > now:
+    if not _finite(c.get('exp')) or c['exp'] + leeway < now: raise IdTokenExpiredError("The id_token has expired")
+    if not _finite(c.get('iat')) or c['iat'] - leeway > now:
         raise IdTokenNotYetValidError("The id_token's issue time (iat) is in the future or missing")
-    if _num(c.get('nbf')) and c['nbf'] - leeway > now:
+    if _finite(c.get('nbf')) and c['nbf'] - leeway > now:
         raise IdTokenNotYetValidError("The id_token is not valid yet (nbf)")
 
 def _check_login(c:dict, nonce:str|None):

@@ -17,7 +17,7 @@ from .client import *
 from .oidc import *
 from .client import _basic, _part
 
-# %% ../nbs/api/03_providers.ipynb #b86953de
+# %% ../nbs/api/03_providers.ipynb #3273827d
 _google = dict(authorization_endpoint='https://accounts.google.com/o/oauth2/v2/auth',
                token_endpoint='https://oauth2.googleapis.com/token',
                userinfo_endpoint='https://openidconnect.googleapis.com/v1/userinfo',
@@ -32,7 +32,7 @@ class GoogleAppClient(OIDCAppClient):
     def __init__(self, client_id:str, client_secret:str, code=None, scope:str|list|None=None,
                  project_id:str|None=None,  # The Google Cloud project, for `consent_url`
                  **kwargs):
-        if 'issuer' not in kwargs: kwargs['known'] = _google
+        if 'issuer' not in kwargs: kwargs.setdefault('known', dict(_google))
         super().__init__(client_id, client_secret, scope=scope, **kwargs)
         self.project_id = project_id
 
@@ -50,7 +50,7 @@ class GoogleAppClient(OIDCAppClient):
     def expected_issuer(self, claims):
         return 'accounts.google.com' if claims.get('iss') == 'accounts.google.com' else self.issuer
 
-# %% ../nbs/api/03_providers.ipynb #bbbaa218
+# %% ../nbs/api/03_providers.ipynb #bff10a88
 class GitHubAppClient(AppClient):
     "GitHub: OAuth 2 with the numeric `id` as identifier and the primary verified email from `/user/emails`"
     prefix = 'https://github.com/login/oauth/'
@@ -75,7 +75,7 @@ class GitHubAppClient(AppClient):
 def _emails_from(res:'httpx.Response') -> list|None:
     if res.status_code != 200: return None
     try: d = res.json()
-    except ValueError: return None
+    except (ValueError, RecursionError): return None
     return d if isinstance(d, list) else None
 
 @patch
@@ -93,7 +93,7 @@ def revoke_request(self:GitHubAppClient, token, token_type_hint:str):
                         {'Authorization': _basic(self.client_id, self.client_secret)},
                         json=dict(access_token=_part(token, 'access_token')))
 
-# %% ../nbs/api/03_providers.ipynb #a711a8f4
+# %% ../nbs/api/03_providers.ipynb #f76f50d5
 _hf = dict(authorization_endpoint='https://huggingface.co/oauth/authorize',
            token_endpoint='https://huggingface.co/oauth/token',
            userinfo_endpoint='https://huggingface.co/oauth/userinfo', jwks_uri='https://huggingface.co/oauth/jwks')
@@ -104,7 +104,7 @@ class HuggingFaceClient(OIDCAppClient):
     def __init__(self, client_id:str, client_secret:str, code=None, scope:str|list|None=None,
                  state=None,  # Ignored: every login gets a fresh state
                  **kwargs):
-        if 'issuer' not in kwargs: kwargs['known'] = _hf
+        if 'issuer' not in kwargs: kwargs.setdefault('known', dict(_hf))
         super().__init__(client_id, client_secret, scope=scope, **kwargs)
 
 # %% ../nbs/api/03_providers.ipynb #e7ecec64
@@ -154,7 +154,7 @@ class Auth0AppClient(OIDCAppClient):
         if not isinstance(redirect_uri, str): redirect_uri = redir_url(redirect_uri, self.redirect_uri or '/redirect')
         return super().login_link(redirect_uri, scope, state, **kwargs)
 
-# %% ../nbs/api/03_providers.ipynb #9ca12ae4
+# %% ../nbs/api/03_providers.ipynb #a6bb92cd
 _apple = dict(authorization_endpoint='https://appleid.apple.com/auth/authorize',
               token_endpoint='https://appleid.apple.com/auth/token',
               revocation_endpoint='https://appleid.apple.com/auth/revoke', jwks_uri='https://appleid.apple.com/auth/keys')
@@ -171,7 +171,7 @@ class AppleAppClient(OIDCAppClient):
         from joserfc.jwk import ECKey  # imported here, as in the OpenID module, to keep the package quick to import
         store_attr('key_id,team_id,private_key')
         self._key = ECKey.import_key(private_key)
-        if 'issuer' not in kwargs: kwargs['known'] = _apple
+        if 'issuer' not in kwargs: kwargs.setdefault('known', dict(_apple))
         super().__init__(client_id, None, scope=scope, **kwargs)
 
     @property
@@ -191,7 +191,7 @@ class AppleAppClient(OIDCAppClient):
     def info_from_callback(self, info:UserInfo, fields:dict) -> UserInfo:
         "Keep the name from the `user` field Apple posts on first consent"
         try: n = json.loads(fields.get('user') or '{}').get('name') or {}
-        except (ValueError, AttributeError): n = {}
+        except (ValueError, AttributeError, RecursionError): n = {}
         name = ' '.join(str(n[k]) for k in ('firstName', 'lastName') if isinstance(n, dict) and n.get(k))
         if name and not info.name: info['name'] = safe_text(name, 100)
         return info

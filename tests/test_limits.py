@@ -1,5 +1,5 @@
 "Provider calls end within the client's deadline and size cap, over real loopback HTTP, with the app's memory flat"
-import asyncio, time, tracemalloc, pytest
+import asyncio, socket, threading, time, tracemalloc, pytest
 from starlette.applications import Starlette
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
@@ -52,3 +52,36 @@ def test_sync_and_async_drivers_keep_their_limits(serve, path, exc):
         t0 = time.monotonic()
         with pytest.raises(exc): call()
         assert time.monotonic() - t0 < 1. + 1, time.monotonic() - t0
+
+@pytest.fixture
+def slow_headers():
+    "A raw HTTP server on loopback that answers with a status line, then one header byte every half second, without end"
+    srv = socket.socket()
+    srv.bind(('127.0.0.1', 0)); srv.listen()
+    def handle(c):
+        try:
+            c.recv(65536)
+            c.sendall(b'HTTP/1.1 200 OK\r\nX-Slow: ')
+            while True:
+                c.sendall(b'a')
+                time.sleep(0.5)
+        except OSError: pass
+        finally: c.close()
+    def serve():
+        while True:
+            try: c, _ = srv.accept()
+            except OSError: return
+            threading.Thread(target=handle, args=(c,), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    yield f'http://127.0.0.1:{srv.getsockname()[1]}'
+    srv.close()
+
+def test_headers_that_trickle_end_at_the_deadline(slow_headers):
+    "A provider that renews every read timeout by sending its headers a byte at a time still ends within the deadline"
+    cli = AppClient('id', 'secret', token_url=slow_headers + '/token', timeout=1.)
+    for call in (lambda: cli.parse_response('code', 'http://localhost/redirect'),
+                 lambda: asyncio.run(cli.parse_response_async('code', 'http://localhost/redirect'))):
+        t0 = time.monotonic()
+        with pytest.raises(ProviderTimeout): call()
+        assert time.monotonic() - t0 < 1. + 1, time.monotonic() - t0
+    cli.close()
