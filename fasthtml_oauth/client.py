@@ -125,7 +125,7 @@ def _capped():
         async def aclose(self): await self.stream.aclose()
     return Capped
 
-# %% ../nbs/api/01_client.ipynb #aa11f17b
+# %% ../nbs/api/01_client.ipynb #a2db35cf
 def _prepared(res, req, cap:int):
     "`res` (a transport's answer to `req`) checked and set to be read within `cap` bytes"
     res.request = req
@@ -140,7 +140,8 @@ def _prepared(res, req, cap:int):
 def _done(res, cap:int):
     "`res`, read, after a last check of its size (a test transport's answer may come read already) and a log line"
     if len(res.content) > cap: raise _too_big(cap)
-    log.debug("%s %s -> HTTP %s", res.request.method, res.request.url.copy_with(query=None), res.status_code)
+    if log.isEnabledFor(logging.DEBUG):  # building the URL without its query costs as much as the rest of this check
+        log.debug("%s %s -> HTTP %s", res.request.method, res.request.url.copy_with(query=None), res.status_code)
     return res
 
 # %% ../nbs/api/01_client.ipynb #13da9544
