@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['safe_next', 'OAuth', 'hook_pool', 'Gate', 'SessionLogins']
 
-# %% ../nbs/api/04_oauth.ipynb #c37ddd71
-import asyncio, contextvars, hmac, inspect, json, re, time
+# %% ../nbs/api/04_oauth.ipynb #16e8d32a
+import asyncio, base64, contextvars, hashlib, hmac, inspect, json, re, secrets, time
+from pathlib import Path, PurePosixPath
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
 from urllib.parse import unquote, urlsplit
@@ -31,7 +32,7 @@ def safe_next(path:str|None) -> str|None:
         if urlsplit(p).netloc or urlsplit(p).scheme: return None
     return path
 
-# %% ../nbs/api/04_oauth.ipynb #1402dc60
+# %% ../nbs/api/04_oauth.ipynb #ff96368c
 class OAuth:
     "Login through `cli` for FastHTML `app`: login-start, callback and logout routes, and a gate before every other path"
     def __init__(self, app, cli,
@@ -49,8 +50,14 @@ class OAuth:
                  keep:tuple=(),                # Session keys kept when the session is rotated at login
                  ns:str|None=None,             # Prefix identities as `f'{ns}:{ident}'`, for several providers on one app
                  start_path:str|None=None,     # Path of the login-start route; default `redir_path + '/start'`
+                 static_path:str='.',          # The folder FastHTML's static routes serve (`fast_app`'s `static_path`)
+                 hosts:list|None=None,         # Hosts the app is served at; the redirect URI is built for no other
+                 proxies:list|None=None,       # IPs of your reverse proxies, whose `X-Forwarded-Host`/`-Proto` count
                  pace:bool=False):             # Login steps take turns, so bursts of logins slow pages less
-        store_attr('app,cli,redir_path,error_path,logout_path,login_path,https,http_patterns,redir_method,ns,pace')
+        _check_joining(getattr(app, '_oauth_gate', None), redir_path, ns)
+        store_attr('app,cli,redir_path,error_path,logout_path,login_path,https,http_patterns,redir_method,ns,pace,proxies')
+        self.hosts, self._warned, self._told = hosts and {h.lower() for h in hosts}, False, set()
+        self.static_root = Path(static_path).resolve()
         self.base_url, self.keep = base_url and base_url.rstrip('/'), tuple(keep)
         self.start_path = start_path or redir_path.rstrip('/') + '/start'
         self.pending_logins = SessionLogins(max_pending, login_ttl)  # where logins in progress wait for their callback
@@ -63,9 +70,36 @@ class OAuth:
 
     def redir_url(self, req) -> str:
         "The redirect URI: the same for the link and the exchange"
-        if self.base_url: return self.base_url + self.redir_path
-        plain = url_match(req, self.http_patterns) or not self.https
-        return redir_url(req, self.redir_path, 'http' if plain else 'https')
+        if self.base_url: return self._tell(self.base_url + self.redir_path)
+        host, scheme = self._host(req)
+        if not scheme: scheme = 'http' if url_match(req, self.http_patterns) or not self.https else 'https'
+        return self._tell(f"{scheme}://{host}{self.redir_path}")
+
+# %% ../nbs/api/04_oauth.ipynb #eb70bcf6
+@patch
+def _host(self:OAuth, req) -> tuple:
+    "The host (and, from a named proxy, the scheme) the browser used, checked against `hosts`"
+    host, scheme = get_host(req), None
+    if self.proxies and req.client and req.client.host in self.proxies:
+        fwd = req.headers.get('x-forwarded-host', '').split(',')[0].strip()
+        if fwd: host = get_host(Request(dict(type='http', headers=[(b'host', fwd.encode())])))
+        scheme = req.headers.get('x-forwarded-proto', '').split(',')[0].strip().lower() or None
+        if scheme not in (None, 'http', 'https'): scheme = None
+    name = hostname(host).lower()
+    if self.hosts is not None and name not in self.hosts:
+        raise OAuthError(f"This site is not served at {safe_text(host, 80)!r}, so no login can start there")
+    if self.hosts is None and name not in loopback_hosts and not self._warned:
+        self._warned = True
+        log.warning("The redirect URI comes from the request's Host (%s): set OAuth's base_url or hosts", safe_text(host, 80))
+    return host, scheme
+
+@patch
+def _tell(self:OAuth, uri:str) -> str:
+    "`uri`, logged the first time it is built (it is the one to register with the provider)"
+    if uri not in self._told and len(self._told) < 100:
+        self._told.add(uri)
+        log.info("Redirect URI for %s: %s (register it with the provider)", type(self.cli).__name__, uri)
+    return uri
 
 # %% ../nbs/api/04_oauth.ipynb #b5c79103
 @patch
@@ -108,7 +142,7 @@ async def _run(f, *args, **kw):
         res = await asyncio.get_running_loop().run_in_executor(hook_pool(), call)
     return await res if inspect.isawaitable(res) else res
 
-# %% ../nbs/api/04_oauth.ipynb #45c8b565
+# %% ../nbs/api/04_oauth.ipynb #c2b3fe5b
 def _htmx(req, res):
     "For htmx requests, turn a redirect into an `HX-Redirect` that htmx performs as a full navigation"
     if 'hx-request' in req.headers and isinstance(res, Response) and res.status_code in (301, 302, 303, 307, 308):
@@ -135,13 +169,23 @@ def _gate(self:OAuth, skip:list):
     if first is self:
         if self.app.middleware_stack is not None:
             raise RuntimeError("Create `OAuth` before the app serves its first request")
-        self.app._oauth_gate, self.skip, self._statics, self._instances = self, [], (None, set()), []
+        self.app._oauth_gate, self.skip, self._instances = self, [], []
         self.app.user_middleware.append(Middleware(Gate, oauth=self))  # last, so inside the session middleware
     if self.pace: _install_pace(first)
     first._instances.append(self)
     first.skip.extend(list(skip) + self._skips())
     # each on its own: inline flags and group numbers stay as written
     first._skip_res = [re.compile(p) for p in first.skip]
+
+def _check_joining(gate, redir_path:str, ns:str|None):
+    "Refuse a second `OAuth` on an app unless every one has an `ns` of its own and a callback path of its own"
+    if gate is None: return
+    others = gate._instances
+    if not ns or not all(o.ns for o in others) or ns in {o.ns for o in others}:
+        raise ValueError("Several OAuth objects on one app need an `ns` each, all different (e.g. `ns='google'`), "
+                         "so that users of different providers can never get the same identity")
+    if redir_path in {o.redir_path for o in others}:
+        raise ValueError(f"Another OAuth on this app already has the callback path {redir_path!r}: give this one its own")
 
 def _install_pace(gate:'OAuth'):
     "Put `Pace` in front of the app's middleware, once (see `fasthtml_oauth.pace`)"
@@ -150,24 +194,26 @@ def _install_pace(gate:'OAuth'):
     # first, so before the session is read
     if not any(m.cls is Pace for m in mw): mw.insert(0, Middleware(Pace, oauth=gate))
 
-def _static_handler(endpoint) -> bool:
-    "Is `endpoint` FastHTML's `static_route_exts` or `static_route` handler? (a user's own `{fname:path}` route is not)"
-    code, cells = getattr(endpoint, '__code__', None), getattr(endpoint, '__closure__', None) or ()
-    # FastHTML's wrapper keeps the handler as `f`
-    f = dict(zip(code.co_freevars, (c.cell_contents for c in cells))).get('f') if code else None
-    return getattr(f, '__qualname__', '') in ('static_route_exts.<locals>.get', 'static_route.<locals>.get')
+_re_static = re.compile(r'\{fname:path\}(?:\.\{ext:\w+\}|(\.\w+))$')  # the paths of FastHTML's two static routes
 
 @patch
 def _static(self:OAuth, scope) -> bool:
-    "Will one of FastHTML's static-file routes serve this request?"
+    "Will a FastHTML static route serve this request a file that lies inside `static_path`?"
     if '.' not in scope['path'].rsplit('/', 1)[-1]: return False  # static routes all end in an extension
-    routes = self.app.routes
-    if self._statics[0] != len(routes):
-        self._statics = (len(routes), {r.endpoint for r in routes if _static_handler(getattr(r, 'endpoint', None))})
-    for r in routes:
+    for r in self.app.routes:
         match, child = r.matches(scope)
-        if match == Match.FULL: return child.get('endpoint') in self._statics[1]
+        if match != Match.FULL: continue
+        if not (m := _re_static.search(getattr(r, 'path', ''))): return False
+        p = child.get('path_params', {})
+        return self._in_static(str(p.get('fname', '')) + (m[1] or f".{p.get('ext', '')}"))
     return False
+
+@patch
+def _in_static(self:OAuth, name:str) -> bool:
+    "Is `name` a file inside `static_path`, resolved on disk (no `..`, no absolute path, no symlink out of it)?"
+    if '..' in PurePosixPath(name).parts or '\\' in name or '\x00' in name: return False
+    f = (self.static_root / name.lstrip('/')).resolve()
+    return f.is_relative_to(self.static_root) and f.is_file()
 
 @patch
 def _instance(self:OAuth, session) -> 'OAuth':
@@ -193,9 +239,10 @@ def _open(self:OAuth, scope) -> bool:
 def _remember_page(req, session):
     "Keep the page a plain GET asked for, to return to after the login"
     if req.method != 'GET' or 'hx-request' in req.headers: return
-    if nxt := safe_next(req.url.path + (f'?{req.url.query}' if req.url.query else '')): session['oauth_next'] = nxt
+    nxt = safe_next(req.url.path + (f'?{req.url.query}' if req.url.query else ''))
+    if nxt and len(json.dumps(nxt)) <= _max_payload: session['oauth_next'] = nxt  # escaped, it must fit the cookie
 
-# %% ../nbs/api/04_oauth.ipynb #54be987c
+# %% ../nbs/api/04_oauth.ipynb #52b2e800
 @patch
 async def _to_login(self:OAuth, scope, receive, session) -> Response:
     "The answer to a request without a login: `redir_login` (htmx-aware), or 403 for a WebSocket"
@@ -206,14 +253,14 @@ async def _to_login(self:OAuth, scope, receive, session) -> Response:
 
 @patch
 async def _invalid(self:OAuth, scope, receive, session, auth) -> Response|None:
-    "What the `check_invalid` of the instance that logged this session in says, as a response, or `None`"
-    o = self._instance(session) if len(self._instances) > 1 else self
-    # the common case
-    if type(o).check_invalid is OAuth.check_invalid and 'check_invalid' not in o.__dict__: return None
+    "What the instances' `check_invalid` hooks say, as a response from the first that objects, or `None`"
+    checks = [o for o in self._instances if type(o).check_invalid is not OAuth.check_invalid or 'check_invalid' in o.__dict__]
+    if not checks: return None  # the common case: nothing more per request
     http = scope['type'] == 'http'
     req = Request(scope, receive) if http else HTTPConnection(scope)
-    if res := await _run(o.check_invalid, req, session, auth):
-        return _htmx(req, _as_response(res, req)) if http else Response(status_code=403)
+    for o in checks:
+        if res := await _run(o.check_invalid, req, session, auth):
+            return _htmx(req, _as_response(res, req)) if http else Response(status_code=403)
 
 # %% ../nbs/api/04_oauth.ipynb #d2a75132
 @patch
@@ -227,8 +274,12 @@ async def _check(self:OAuth, scope, receive) -> Response|None:
     if not scope['auth']: return await self._to_login(scope, receive, session)
     return await self._invalid(scope, receive, session, scope['auth'])
 
-# %% ../nbs/api/04_oauth.ipynb #377b4ea5
-_max_payload, _max_pending_bytes = 1000, 2500  # browsers drop cookies over 4 KB; the rest of the session needs room too
+# %% ../nbs/api/04_oauth.ipynb #40b84ef6
+_max_payload, _max_cookie = 1000, 3800  # browsers drop cookies over 4 KB, name and attributes included
+
+def _cookie_size(session:dict) -> int:
+    "Bytes of the session cookie Starlette writes for `session`: base64 of its JSON, plus the signature"
+    return len(base64.b64encode(json.dumps(session).encode())) + 40
 
 @patch
 def login_link(self:OAuth, req, scope:str|list|None=None,
@@ -238,14 +289,29 @@ def login_link(self:OAuth, req, scope:str|list|None=None,
     "A link that starts a login with this provider"
     if state is not None and len(json.dumps(state)) > _max_payload:
         raise ValueError(f"The state payload is limited to {_max_payload} bytes of JSON")
-    t = self.signer.dumps(dict(scope=scope, state=state, next=safe_next(next), kw=kwargs))
+    t = self.signer.dumps(dict(scope=scope, state=state, next=safe_next(next), kw=kwargs, b=_browser(req)))
     return f"{self.start_path}?t={t}"
 
-# %% ../nbs/api/04_oauth.ipynb #645a0b27
+# %% ../nbs/api/04_oauth.ipynb #8b523b5a
+def _browser(req, make:bool=True) -> str|None:
+    "A hash of the random value that marks `req`'s browser in its session (made if missing and `make`), or `None`"
+    session = getattr(req, 'scope', {}).get('session')
+    if session is None: return None
+    if 'oauth_browser' not in session:
+        if not make: return None
+        session['oauth_browser'] = secrets.token_urlsafe(16)
+    return hashlib.sha256(session['oauth_browser'].encode()).hexdigest()[:22]
+
+def _for_this_browser(opts:dict, req) -> dict:
+    "The options of a login link; for a link bound to another browser, without its payload and return-to page"
+    if opts.get('b') is None or hmac.compare_digest(opts['b'], _browser(req, make=False) or ''): return opts
+    return dict(opts, state=None, next=None)
+
+# %% ../nbs/api/04_oauth.ipynb #06390df0
 class SessionLogins:
-    "Logins in progress in the signed session cookie: at most `max_pending`, for `ttl` seconds, in `max_bytes`"
+    "Logins in progress in the signed session cookie: at most `max_pending`, for `ttl` seconds, the cookie within `max_bytes`"
     key = 'oauth_pending'
-    def __init__(self, max_pending:int=4, ttl:float=600, max_bytes:int=_max_pending_bytes): store_attr()
+    def __init__(self, max_pending:int=4, ttl:float=600, max_bytes:int=_max_cookie): store_attr()
 
     def _stored(self, session) -> dict:
         "What `session` holds under `key`, if it is a dict"
@@ -261,8 +327,9 @@ class SessionLogins:
         pending = self._live(session)
         pending[lr.state] = lr.to_dict()
         oldest = sorted(pending, key=lambda k: pending[k]['created'])
-        while len(pending) > 1 and (len(pending) > self.max_pending or len(json.dumps(pending)) > self.max_bytes):
-            del pending[oldest.pop(0)]
+        fits = lambda: _cookie_size({**session, self.key: pending}) <= self.max_bytes
+        while len(pending) > 1 and (len(pending) > self.max_pending or not fits()): del pending[oldest.pop(0)]
+        if not fits(): pending[lr.state]['next'] = None  # the page to return to goes before the login does
         session[self.key] = pending
 
     def take(self, session, state:str) -> LoginRequest|None:
@@ -281,12 +348,13 @@ def _kept_by_logins(name:str, doc:str):
 OAuth.max_pending = _kept_by_logins('max_pending', "Logins in progress kept per browser")
 OAuth.login_ttl = _kept_by_logins('ttl', "Seconds a started login may take to come back")
 
-# %% ../nbs/api/04_oauth.ipynb #32b3f1bb
+# %% ../nbs/api/04_oauth.ipynb #2d1dc369
 @patch
 async def _start(self:OAuth, req, session):
     try: opts = self.signer.loads(req.query_params.get('t', ''), max_age=86400)
     except itsdangerous.BadData:
         return self._fail(session, StateError("This login link is invalid or too old; please start again"))
+    opts = _for_this_browser(opts, req)
     try:
         lr = await self.cli.login_request_async(self.redir_url(req), opts['scope'], opts['state'], **opts['kw'])
         lr.next, lr.via = opts['next'], self.redir_path
@@ -294,7 +362,7 @@ async def _start(self:OAuth, req, session):
     except Exception as e: return self._fail(session, e)
     return RedirectResponse(lr.url, status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #91c97415
+# %% ../nbs/api/04_oauth.ipynb #b0d792bc
 @patch
 def _fail(self:OAuth, session, err:Exception):
     "Send the browser to the error page with a safe message"
@@ -336,18 +404,24 @@ async def _callback(self:OAuth, req, session):
         lr = self._take(session, state)
         if fields.get('error'):
             await self.cli.arun(self.cli.check_iss_flow(fields.get('iss')))  # RFC 9207 applies to error answers too
-            raise ProviderError.of('the login', fields['error'], fields.get('error_description'))
+            raise _naming_uri(ProviderError.of('the login', fields['error'], fields.get('error_description')), lr)
         if not fields.get('code'): raise InvalidResponse("The provider's answer has neither a code nor an error")
-        tok, info = await self.cli.finish_login_async(lr, fields['code'], fields.get('iss'), fields)
+        try: tok, info = await self.cli.finish_login_async(lr, fields['code'], fields.get('iss'), fields)
+        except ProviderError as e: raise _naming_uri(e, lr) from None
         return await self._login(req, session, info, tok, lr)
     except Exception as e: return self._fail(session, e)
+
+def _naming_uri(err:ProviderError, lr:LoginRequest) -> ProviderError:
+    "`err`, saying which redirect URI was sent when the provider's complaint is about it (`redirect_uri_mismatch`, ...)"
+    if 'redirect' not in f"{err.error} {err.description or ''}".lower(): return err
+    return ProviderError(f"{err} (this app sent redirect_uri {lr.redirect_uri})", err.error, err.description)
 
 @patch
 async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginRequest):
     ident = info.get(self.cli.id_key)
     if ident is None or ident == '': return await _run(self.redir_login, session)
     nxt = lr.next or session.get('oauth_next')
-    kept = {k: session[k] for k in (self.pending_logins.key,) + self.keep if k in session}
+    kept = {k: session[k] for k in (self.pending_logins.key, 'oauth_browser') + self.keep if k in session}
     session.clear(); session.update(kept)
     res = await _run(self.get_auth, info, ident, session, lr.payload, **(dict(token=tok) if self._token_param else {}))
     if not res:

@@ -82,6 +82,14 @@ for attr, key in (('base_url', 'authorization_endpoint'), ('token_url', 'token_e
                   ('info_url', 'userinfo_endpoint'), ('revoke_url', 'revocation_endpoint')):
     setattr(OIDCAppClient, attr, _endpoint(attr, key))
 
+# %% ../nbs/api/02_oidc.ipynb #f7b1e660
+def _get_token_auth(self) -> str:
+    if auth := self.__dict__.get('token_auth'): return auth
+    offered = self.meta.get('token_endpoint_auth_methods_supported') or ['client_secret_basic']
+    return 'client_secret_post' if 'client_secret_basic' not in offered and 'client_secret_post' in offered else 'client_secret_basic'
+def _set_token_auth(self, v): self.__dict__['token_auth'] = v
+OIDCAppClient.token_auth = property(_get_token_auth, _set_token_auth, doc="`client_secret_basic` or `client_secret_post`")
+
 # %% ../nbs/api/02_oidc.ipynb #d14d0be1
 @patch
 def accepts_issuer(self:OIDCAppClient, iss) -> bool:
@@ -228,8 +236,8 @@ def id_token_flow(self:OIDCAppClient, id_token:str, nonce:str|None=None) -> dict
     return c
 twins(OIDCAppClient, 'id_token_flow', 'verify_id_token')
 
-# %% ../nbs/api/02_oidc.ipynb #fd598117
-_scope_claims = dict(email=('email',), profile=('name',))
+# %% ../nbs/api/02_oidc.ipynb #cf9e7d4b
+_scope_claims = dict(email=('email',), profile=('name',), address=('address',), phone=('phone_number',))
 
 @patch
 def _missing(self:OIDCAppClient, claims:dict, scope=None) -> bool:
@@ -245,13 +253,15 @@ def _merge(self:OIDCAppClient, claims:dict, info:UserInfo) -> UserInfo:
     if info.get('sub') != claims['sub']: raise IdTokenError("The user info is about another user than the id_token")
     return self.to_info(dict(info) | claims)
 
-# %% ../nbs/api/02_oidc.ipynb #a6395f24
+# %% ../nbs/api/02_oidc.ipynb #ab0aa095
 @patch
 def user_flow(self:OIDCAppClient, token:Token, nonce:str|None=None) -> UserInfo:
     "The user's info: the verified id_token's claims, completed by user info only if they lack what the scopes ask for"
     if not token.get('id_token'):
         if nonce is not None: raise IdTokenError("The provider sent no id_token for this OpenID login")
-        return (yield from self.info_flow(token))
+        info = yield from self.info_flow(token)
+        if not isinstance(info.get('sub'), str) or not info['sub']: raise UserInfoError("The user info names no subject (sub)")
+        return info
     claims = yield from self.id_token_flow(token['id_token'], nonce)
     if not self._missing(claims, token.get('scope')) or not self.info_url: return self.to_info(claims)
     return self._merge(claims, (yield from self.info_flow(token)))

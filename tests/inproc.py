@@ -9,7 +9,7 @@ from fasthtml_oauth.devprovider import DevProvider
 class Recorder(OAuth):
     "Admit everyone; record each login's info and token, keyed by the user's email"
     def get_auth(self, info, ident, session, state, token):
-        with self.lock: self.logins.append(dict(email=info.email, ident=ident, token=token))
+        with self.lock: self.logins.append(dict(email=info.email, ident=ident, token=token, state=state))
         return True
 
 def make(dp=None, secret='test-secret', client_kw=None, **oauth_kw):

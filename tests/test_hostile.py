@@ -1,6 +1,8 @@
 """What an attack review of the flows, drivers and login routes found, each now a test: hostile providers, odd id_token
 headers, tampered logins in progress, and hook answers in FastHTML's own shapes"""
 import base64, json, time, httpx, itsdangerous, pytest
+from starlette.testclient import TestClient
+from fasthtml.common import FastHTML
 from fasthtml.common import Redirect
 from fasthtml_oauth import AppClient, OIDCAppClient, IdTokenError, TokenError, InvalidResponse
 from fasthtml_oauth.devprovider import DevProvider
@@ -100,3 +102,130 @@ def test_oauth_settings_stay_readable_and_settable():
     oauth.login_ttl = 0
     b = browser(app)
     assert failed(app, b, b.get(dp.approve(start(b, oauth), 'ada@example.com'))) == 'This login took too long; please start again'
+
+# ---- Issue: hostile visitors, providers and proxies ----------------------------------------------------------------
+import socket
+from pathlib import Path
+from fasthtml.common import fast_app, P as Para
+from fasthtml_oauth import OAuth
+from conftest import free_port
+
+def raw_get(port:int, target:str) -> bytes:
+    "One GET of `target` exactly as written (no client normalises it), over a new connection: the answer's head"
+    with socket.create_connection(('127.0.0.1', port), timeout=5) as s:
+        s.sendall(f'GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'.encode())
+        data = b''
+        while chunk := s.recv(65536): data += chunk
+    return data
+
+def test_static_route_cannot_reach_files_outside_the_static_folder(serve, tmp_path):
+    "FastHTML's static route joins `..` into file names; behind the gate, only files inside `static_path` are public"
+    static, secret = tmp_path / 'public', tmp_path / 'secret.txt'
+    static.mkdir(); (static / 'style.css').write_text('body{}'); secret.write_text('the secret')
+    dp = DevProvider()
+    app, rt = fast_app(secret_key='s', static_path=str(static))
+    OAuth(app, OIDCAppClient('a', 's', issuer=dp.issuer, transport=dp.transport), static_path=str(static))
+    srv = serve(app)
+    assert raw_get(srv.port, '/style.css').startswith(b'HTTP/1.1 200')
+    for target in ('/..%2Fsecret.txt', '/%2E%2E%2Fsecret.txt', '/%2e%2e/secret.txt', '/public/..%2F..%2Fsecret.txt'):
+        res = raw_get(srv.port, target)
+        assert b'the secret' not in res and res.startswith(b'HTTP/1.1 303'), (target, res[:200])
+
+def test_a_second_provider_needs_a_namespace():
+    dp = DevProvider()
+    cli = OIDCAppClient('a', 's', issuer=dp.issuer, transport=dp.transport)
+    app = FastHTML(secret_key='s')
+    OAuth(app, cli)
+    with pytest.raises(ValueError, match='ns'): OAuth(app, cli, redir_path='/b/redirect', ns='b')
+
+def test_the_redirect_uri_never_comes_from_a_host_the_app_does_not_own():
+    dp, cli, app, oauth = make(hosts=['localhost'])
+    evil = TestClient(app, base_url='http://evil.example', follow_redirects=False)
+    res = evil.get(oauth.login_link(None))
+    assert res.headers['location'] == '/error' and 'not served at' in session(app, evil)['oauth_error']
+    res = browser(app).get(oauth.login_link(None), headers={'x-forwarded-host': 'evil.example'})
+    assert query(res.headers['location'])['redirect_uri'] == 'http://localhost/redirect'
+
+def test_a_provider_complaining_about_the_redirect_uri_is_told_which_was_sent():
+    dp, cli, app, oauth = make()
+    dp.faults['token'] = None
+    b = browser(app)
+    cb = dp.approve(start(b, oauth), 'ada@example.com')
+    cli.token_url = 'https://p.example/token'
+    cli.transport = httpx.MockTransport(lambda req: httpx.Response(400, json=dict(error='redirect_uri_mismatch')) if req.url.host == 'p.example' else dp.transport.handle_request(req))
+    cli.transport.handle_async_request = lambda req: dp.transport.handle_async_request(req) if req.url.host != 'p.example' else _answer(req)
+    msg = failed(app, b, b.get(cb))
+    assert 'redirect_uri_mismatch' in msg and 'http://localhost/redirect' in msg
+
+async def _answer(req): return httpx.Response(400, json=dict(error='redirect_uri_mismatch'))
+
+def test_a_long_return_to_page_cannot_push_the_cookie_past_4kb():
+    dp, cli, app, oauth = make()
+    b = browser(app)
+    nxt = '/account?x=' + 'é' * 470
+    b.get(nxt)
+    res = b.get(dp.approve(start(b, oauth, next=nxt), 'ada@example.com'))
+    assert res.headers['location'] == '/' and len(b.cookies['session_']) < 4000
+
+def test_a_login_link_works_only_in_the_browser_that_was_shown_it():
+    dp, cli, app, oauth = make()
+    app.routes[:] = [r for r in app.routes if getattr(r, 'path', '') != '/ping']  # /ping (open to all) shows a link instead
+    app.get('/ping')(lambda req: oauth.login_link(req, state='link account 42'))
+    alice, mallory = browser(app), browser(app)
+    link = alice.get('/ping').text
+    mallory.get(dp.approve(mallory.get(link).headers['location'], 'mallory@example.com'))
+    alice.get(dp.approve(alice.get(link).headers['location'], 'alice@example.com'))
+    assert [(l['email'], l['state']) for l in oauth.logins] == [('mallory@example.com', None), ('alice@example.com', 'link account 42')]
+
+def test_a_subject_that_is_not_a_string_is_no_identity():
+    dp, cli, app, oauth = make()
+    dp.claims['ada@example.com'] = dict(sub=['victim'])
+    b = browser(app)
+    assert 'no subject' in failed(app, b, b.get(dp.approve(start(b, oauth), 'ada@example.com')))
+
+def test_token_endpoint_authentication_follows_discovery_and_user_info_fills_address_and_phone():
+    dp, cli, app, oauth = make()
+    seen = []
+    dp_handle = dp.transport.handle_async_request
+    async def spy(req):
+        seen.append((req.url.path, req.headers.get('authorization', '')[:6], b'client_secret' in req.content))
+        return await dp_handle(req)
+    cli.transport = httpx.MockTransport(lambda req: None)
+    cli.transport.handle_async_request = spy
+    dp.claims['ada@example.com'] = dict(address=dict(locality='London'), phone_number='+44 20 0000 0000')
+    dp.id_token_claims = ('sub', 'email', 'email_verified', 'name')
+    b = browser(app)
+    assert b.get(dp.approve(start(b, oauth, scope='openid email profile address phone'), 'ada@example.com')).headers['location'] == '/'
+    assert ('/token', 'Basic ', False) in seen and any(p == '/userinfo' for p, *_ in seen)
+    assert oauth.logins[-1]['email'] == 'ada@example.com'
+
+def test_every_instance_check_invalid_applies():
+    dp, cli, app, oauth = make(ns='a')
+    dp2 = DevProvider(issuer='http://127.0.0.1:8799')
+    dp2.register('b', 'b-secret', ['http://localhost/b/redirect'])
+    other = OAuth(app, OIDCAppClient('b', 'b-secret', issuer=dp2.issuer, transport=dp2.transport), redir_path='/b/redirect', ns='b')
+    other.get_auth = lambda *a: True
+    other.check_invalid = lambda req, session, auth: auth.endswith(dp.user_claims('eve@example.com')['sub']) and Para('banned')
+    b = browser(app)
+    b.get(dp.approve(start(b, oauth), 'eve@example.com'))  # logged in through the first instance, banned by the second
+    assert b.get('/account').text.count('banned') == 1
+
+@pytest.mark.parametrize('endpoint', ['token', 'discovery', 'jwks', 'userinfo'])
+def test_a_provider_redirecting_elsewhere_is_never_followed(endpoint):
+    "Token, discovery, JWKS and user info answers that redirect to another host: an error, and nothing sent there"
+    hosts = []
+    dp = DevProvider()
+    dp.register('app', 'app-secret', ['http://localhost/redirect'])
+    async def handler(req):
+        hosts.append(req.url.host)
+        if endpoint in req.url.path or (endpoint == 'discovery' and 'well-known' in req.url.path):
+            return httpx.Response(302, headers={'location': 'https://evil.example/steal'})
+        return await dp.transport.handle_async_request(req)
+    dp.id_token_claims = ('sub',) if endpoint == 'userinfo' else None
+    dp2, cli, app, oauth = make(dp=dp)
+    cli.transport = httpx.MockTransport(handler)
+    b = browser(app)
+    res = b.get(oauth.login_link(None))
+    if endpoint == 'discovery': assert res.headers['location'] == '/error'
+    else: failed(app, b, b.get(dp.approve(res.headers['location'], 'ada@example.com')))
+    assert 'evil.example' not in hosts
