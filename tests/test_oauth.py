@@ -1,4 +1,4 @@
-"""The seed's "Using the OAuth class" example, import changed, served by uvicorn and logged into over real HTTP against the DevProvider"""
+"""The "Using the OAuth class" example of FastHTML's OAuth page, import changed, served by uvicorn and logged into over real HTTP against the DevProvider"""
 import re, httpx, pytest
 from fasthtml.common import FastHTML, RedirectResponse, P, A, Div
 from fasthtml_oauth import OAuth, OIDCAppClient
@@ -6,7 +6,7 @@ from fasthtml_oauth.devprovider import DevProvider
 from conftest import free_port
 
 def seed_app(client):
-    # The seed's code, as published but for the import line (and the P, A, Div imports it forgot)
+    # The code of FastHTML's OAuth page, as published but for the import line (and the P, A, Div imports it forgot)
     class Auth(OAuth):
         def get_auth(self, info, ident, session, state):
             email = info.email or ''
