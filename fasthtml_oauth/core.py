@@ -173,13 +173,14 @@ class UserInfo(Fields):
                    picture=_first(raw, 'picture', 'avatar_url'),
                    username=_first(raw, 'preferred_username', 'login', 'username', 'nickname'))
 
-# %% ../nbs/api/00_core.ipynb #51515e24
+# %% ../nbs/api/00_core.ipynb #f9c679c9
 def check_url(url, what:str='endpoint') -> str:
     "`url` if it is `https`, or plain `http` on a loopback host; else `InsecureTransport`"
     if not url: raise OAuthError(f"This client has no {what} URL")
     u = urlsplit(str(url))
     if u.scheme == 'https' or (u.scheme == 'http' and u.hostname in ('localhost', '127.0.0.1', '::1')): return str(url)
-    raise InsecureTransport(f"Refusing to send OAuth data to {u.scheme}://{u.netloc}: "
+    where = f"{u.hostname}:{u.port}" if u.port else u.hostname  # never the netloc: it may hold a user name and password
+    raise InsecureTransport(f"Refusing to send OAuth data to {u.scheme}://{where}: "
                             "use https (plain http is allowed only on loopback)")
 
 # %% ../nbs/api/00_core.ipynb #7e52fa6d

@@ -32,7 +32,7 @@ def safe_next(path:str|None) -> str|None:
         if urlsplit(p).netloc or urlsplit(p).scheme: return None
     return path
 
-# %% ../nbs/api/04_oauth.ipynb #ff96368c
+# %% ../nbs/api/04_oauth.ipynb #f6a5755e
 class OAuth:
     "Login through `cli` for FastHTML `app`: login-start, callback and logout routes, and a gate before every other path"
     def __init__(self, app, cli,
@@ -51,12 +51,14 @@ class OAuth:
                  ns:str|None=None,             # Prefix identities as `f'{ns}:{ident}'`, for several providers on one app
                  start_path:str|None=None,     # Path of the login-start route; default `redir_path + '/start'`
                  static_path:str='.',          # The folder FastHTML's static routes serve (`fast_app`'s `static_path`)
-                 hosts:list|None=None,         # Hosts the app is served at; the redirect URI is built for no other
+                 hosts:list|None=None,         # `host[:port]`s the app is served at; no redirect URI is built for others
                  proxies:list|None=None,       # IPs of your reverse proxies, whose `X-Forwarded-Host`/`-Proto` count
                  pace:bool=False):             # Login steps take turns, so bursts of logins slow pages less
         _check_joining(getattr(app, '_oauth_gate', None), redir_path, ns)
-        store_attr('app,cli,redir_path,error_path,logout_path,login_path,https,http_patterns,redir_method,ns,pace,proxies')
-        self.hosts, self._warned, self._told = hosts and {h.lower() for h in hosts}, False, set()
+        store_attr('app,cli,redir_path,error_path,logout_path,login_path,https,http_patterns,redir_method,ns,pace')
+        if isinstance(hosts, str) or isinstance(proxies, str): raise TypeError("`hosts` and `proxies` are lists, not strings")
+        self.hosts, self.proxies = hosts and {h.lower() for h in hosts}, proxies and set(proxies)
+        self._warned, self._told = False, set()
         self.static_root = Path(static_path).resolve()
         self.base_url, self.keep = base_url and base_url.rstrip('/'), tuple(keep)
         self.start_path = start_path or redir_path.rstrip('/') + '/start'
@@ -72,31 +74,38 @@ class OAuth:
         "The redirect URI: the same for the link and the exchange"
         if self.base_url: return self._tell(self.base_url + self.redir_path)
         host, scheme = self._host(req)
-        if not scheme: scheme = 'http' if url_match(req, self.http_patterns) or not self.https else 'https'
-        return self._tell(f"{scheme}://{host}{self.redir_path}")
+        if not scheme: scheme = 'http' if any(re.match(p, host) for p in self.http_patterns) or not self.https else 'https'
+        return self._tell(f"{scheme}://{host}{self.redir_path}", self.hosts is not None or hostname(host) in loopback_hosts)
 
-# %% ../nbs/api/04_oauth.ipynb #eb70bcf6
+# %% ../nbs/api/04_oauth.ipynb #f48c99af
+def _last(req, name:str) -> str:
+    "The last entry of a forwarded header: the one the nearest proxy, which the app trusts, wrote"
+    return req.headers.get(name, '').split(',')[-1].strip()
+
+def _valid_host(host:str) -> str:
+    "`host` if it is a valid `host[:port]`, else an `OAuthError`"
+    try: return get_host(Request(dict(type='http', headers=[(b'host', host.encode('latin-1'))])))
+    except (ValueError, UnicodeError): raise OAuthError("The request's Host is not a valid host name") from None
+
 @patch
 def _host(self:OAuth, req) -> tuple:
     "The host (and, from a named proxy, the scheme) the browser used, checked against `hosts`"
-    host, scheme = get_host(req), None
+    host, scheme = _valid_host(req.headers.get('host') or req.url.netloc), None
     if self.proxies and req.client and req.client.host in self.proxies:
-        fwd = req.headers.get('x-forwarded-host', '').split(',')[0].strip()
-        if fwd: host = get_host(Request(dict(type='http', headers=[(b'host', fwd.encode())])))
-        scheme = req.headers.get('x-forwarded-proto', '').split(',')[0].strip().lower() or None
+        if fwd := _last(req, 'x-forwarded-host'): host = _valid_host(fwd)
+        scheme = _last(req, 'x-forwarded-proto').lower() or None
         if scheme not in (None, 'http', 'https'): scheme = None
-    name = hostname(host).lower()
-    if self.hosts is not None and name not in self.hosts:
-        raise OAuthError(f"This site is not served at {safe_text(host, 80)!r}, so no login can start there")
-    if self.hosts is None and name not in loopback_hosts and not self._warned:
+    if self.hosts is not None and host.lower() not in self.hosts:
+        raise OAuthError(f"This site is not served at {host!r}, so no login can start there")
+    if self.hosts is None and hostname(host).lower() not in loopback_hosts and not self._warned:
         self._warned = True
-        log.warning("The redirect URI comes from the request's Host (%s): set OAuth's base_url or hosts", safe_text(host, 80))
+        log.warning("The redirect URI comes from the request's Host (%s): set OAuth's base_url or hosts", host)
     return host, scheme
 
 @patch
-def _tell(self:OAuth, uri:str) -> str:
-    "`uri`, logged the first time it is built (it is the one to register with the provider)"
-    if uri not in self._told and len(self._told) < 100:
+def _tell(self:OAuth, uri:str, known:bool=True) -> str:
+    "`uri`, logged the first time it is built for a host the app knows (it is the one to register with the provider)"
+    if known and uri not in self._told:
         self._told.add(uri)
         log.info("Redirect URI for %s: %s (register it with the provider)", type(self.cli).__name__, uri)
     return uri
@@ -142,7 +151,7 @@ async def _run(f, *args, **kw):
         res = await asyncio.get_running_loop().run_in_executor(hook_pool(), call)
     return await res if inspect.isawaitable(res) else res
 
-# %% ../nbs/api/04_oauth.ipynb #c2b3fe5b
+# %% ../nbs/api/04_oauth.ipynb #c05e49c8
 def _htmx(req, res):
     "For htmx requests, turn a redirect into an `HX-Redirect` that htmx performs as a full navigation"
     if 'hx-request' in req.headers and isinstance(res, Response) and res.status_code in (301, 302, 303, 307, 308):
@@ -179,6 +188,8 @@ def _gate(self:OAuth, skip:list):
 
 def _check_joining(gate, redir_path:str, ns:str|None):
     "Refuse a second `OAuth` on an app unless every one has an `ns` of its own and a callback path of its own"
+    if ns is not None and (not isinstance(ns, str) or not ns or ':' in ns):
+        raise ValueError("`ns` is a non-empty name without ':' (identities become `ns:ident`)")
     if gate is None: return
     others = gate._instances
     if not ns or not all(o.ns for o in others) or ns in {o.ns for o in others}:
@@ -194,7 +205,7 @@ def _install_pace(gate:'OAuth'):
     # first, so before the session is read
     if not any(m.cls is Pace for m in mw): mw.insert(0, Middleware(Pace, oauth=gate))
 
-_re_static = re.compile(r'\{fname:path\}(?:\.\{ext:\w+\}|(\.\w+))$')  # the paths of FastHTML's two static routes
+_re_static = re.compile(r'\{fname:path\}\.\{ext:static\}$')  # the path of FastHTML's `static_route_exts` route
 
 @patch
 def _static(self:OAuth, scope) -> bool:
@@ -203,9 +214,9 @@ def _static(self:OAuth, scope) -> bool:
     for r in self.app.routes:
         match, child = r.matches(scope)
         if match != Match.FULL: continue
-        if not (m := _re_static.search(getattr(r, 'path', ''))): return False
+        if not _re_static.search(getattr(r, 'path', '')): return False
         p = child.get('path_params', {})
-        return self._in_static(str(p.get('fname', '')) + (m[1] or f".{p.get('ext', '')}"))
+        return self._in_static(f"{p.get('fname', '')}.{p.get('ext', '')}")
     return False
 
 @patch
@@ -292,7 +303,7 @@ def login_link(self:OAuth, req, scope:str|list|None=None,
     t = self.signer.dumps(dict(scope=scope, state=state, next=safe_next(next), kw=kwargs, b=_browser(req)))
     return f"{self.start_path}?t={t}"
 
-# %% ../nbs/api/04_oauth.ipynb #8b523b5a
+# %% ../nbs/api/04_oauth.ipynb #08ac9252
 def _browser(req, make:bool=True) -> str|None:
     "A hash of the random value that marks `req`'s browser in its session (made if missing and `make`), or `None`"
     session = getattr(req, 'scope', {}).get('session')
@@ -305,6 +316,7 @@ def _browser(req, make:bool=True) -> str|None:
 def _for_this_browser(opts:dict, req) -> dict:
     "The options of a login link; for a link bound to another browser, without its payload and return-to page"
     if opts.get('b') is None or hmac.compare_digest(opts['b'], _browser(req, make=False) or ''): return opts
+    if opts.get('state') is not None or opts.get('next'): log.info("A login link made for another browser was opened: its payload is left out")
     return dict(opts, state=None, next=None)
 
 # %% ../nbs/api/04_oauth.ipynb #06390df0
@@ -362,7 +374,7 @@ async def _start(self:OAuth, req, session):
     except Exception as e: return self._fail(session, e)
     return RedirectResponse(lr.url, status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #b0d792bc
+# %% ../nbs/api/04_oauth.ipynb #0ac5da0f
 @patch
 def _fail(self:OAuth, session, err:Exception):
     "Send the browser to the error page with a safe message"
@@ -370,7 +382,9 @@ def _fail(self:OAuth, session, err:Exception):
     else:
         log.exception("Login failed unexpectedly")  # our own messages never hold secrets; tracebacks help here
         msg = "The login failed unexpectedly; please try again"
-    session['oauth_error'] = safe_text(msg, 300)
+    msg = safe_text(msg, 300)
+    while len(json.dumps(msg)) > 600: msg = msg[:len(msg) * 3 // 4] + '…'  # escaped, it must leave the cookie room
+    session['oauth_error'] = msg
     return RedirectResponse(self.error_path, status_code=303)
 
 @patch
@@ -414,12 +428,14 @@ async def _callback(self:OAuth, req, session):
 def _naming_uri(err:ProviderError, lr:LoginRequest) -> ProviderError:
     "`err`, saying which redirect URI was sent when the provider's complaint is about it (`redirect_uri_mismatch`, ...)"
     if 'redirect' not in f"{err.error} {err.description or ''}".lower(): return err
-    return ProviderError(f"{err} (this app sent redirect_uri {lr.redirect_uri})", err.error, err.description)
+    return ProviderError(f"The provider refused redirect_uri {lr.redirect_uri}: {err.error}", err.error, err.description)
 
 @patch
 async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginRequest):
     ident = info.get(self.cli.id_key)
     if ident is None or ident == '': return await _run(self.redir_login, session)
+    if isinstance(ident, bool) or not isinstance(ident, (str, int)) or len(str(ident)) > 255:
+        raise InvalidResponse("The provider's identifier for this user is not a short string or number")
     nxt = lr.next or session.get('oauth_next')
     kept = {k: session[k] for k in (self.pending_logins.key, 'oauth_browser') + self.keep if k in session}
     session.clear(); session.update(kept)

@@ -229,3 +229,49 @@ def test_a_provider_redirecting_elsewhere_is_never_followed(endpoint):
     if endpoint == 'discovery': assert res.headers['location'] == '/error'
     else: failed(app, b, b.get(dp.approve(res.headers['location'], 'ada@example.com')))
     assert 'evil.example' not in hosts
+
+# ---- found by a second attack review ---------------------------------------------------------------------------------
+def test_routes_shaped_like_static_ones_stay_gated(tmp_path):
+    "Only FastHTML's `static_route_exts` route is exempt: `static_route` folders and the app's own `{fname:path}.ext` routes are not"
+    public, members = tmp_path / 'public', tmp_path / 'members'
+    public.mkdir(); members.mkdir()
+    for d in (public, members): (d / 'notes.md').write_text(f'{d.name} notes')
+    (public / 'manifest.json').write_text('{}'); (public / 'site.css').write_text('body{}')
+    dp, cli, app, oauth = make(static_path=str(public))
+    app.static_route('.md', prefix='/members/', static_path=str(members))
+    def export(fname:str): return 'PRIVATE EXPORT'
+    app.get('/export/{fname:path}.json')(export)
+    app.static_route_exts(static_path=str(public))
+    b = browser(app)
+    assert [b.get(p).status_code for p in ('/members/notes.md', '/export/manifest.json', '/site.css')] == [303, 303, 200]
+
+def test_namespaces_cannot_nest():
+    dp = DevProvider()
+    cli = OIDCAppClient('a', 's', issuer=dp.issuer, transport=dp.transport)
+    app = FastHTML(secret_key='s')
+    OAuth(app, cli, ns='corp')
+    with pytest.raises(ValueError, match="without ':'"): OAuth(app, cli, redir_path='/b/redirect', ns='corp:eu')
+
+def test_a_malformed_host_is_a_clear_error_not_a_traceback(caplog):
+    dp, cli, app, oauth = make()
+    res = TestClient(app, base_url='http://localhost', follow_redirects=False).get(oauth.login_link(None), headers={'host': 'localhost;1'})
+    assert res.headers['location'] == '/error'
+    assert not [r for r in caplog.records if 'unexpectedly' in r.getMessage()]
+
+def test_hosts_include_the_port_and_forwarded_headers_take_the_nearest_proxys_entry():
+    dp, cli, app, oauth = make(hosts=['localhost', 'app.example'], proxies=['testclient'])
+    assert browser(app).get(oauth.login_link(None), headers={'host': 'localhost:6666'}).headers['location'] == '/error'
+    res = browser(app).get(oauth.login_link(None), headers={'x-forwarded-host': 'evil.example, app.example',
+                                                           'x-forwarded-proto': 'http, https'})
+    assert query(res.headers['location'])['redirect_uri'] == 'https://app.example/redirect'
+    with pytest.raises(TypeError, match='lists'): make(proxies='testclient')
+
+def test_a_provider_cannot_push_the_cookie_past_4kb():
+    dp, cli, app, oauth = make()
+    b = browser(app)
+    assert '😀' in failed(app, b, b.get(dp.approve(start(b, oauth), 'ada@example.com', deny=True).replace(
+        'The+user+denied+the+request', '😀' * 250)))
+    assert len(b.cookies['session_']) < 4000
+    dp.claims['long@example.com'] = dict(sub='x' * 3000)
+    b = browser(app)
+    assert 'identifier' in failed(app, b, b.get(dp.approve(start(b, oauth), 'long@example.com')))
