@@ -291,6 +291,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                         'fasthtml_oauth/oidc.py'),
                                      'fasthtml_oauth.oidc.OIDCAppClient._store_metadata': ( 'api/oidc.html#oidcappclient._store_metadata',
                                                                                             'fasthtml_oauth/oidc.py'),
+                                     'fasthtml_oauth.oidc.OIDCAppClient._wanted': ( 'api/oidc.html#oidcappclient._wanted',
+                                                                                    'fasthtml_oauth/oidc.py'),
                                      'fasthtml_oauth.oidc.OIDCAppClient.accepts_issuer': ( 'api/oidc.html#oidcappclient.accepts_issuer',
                                                                                            'fasthtml_oauth/oidc.py'),
                                      'fasthtml_oauth.oidc.OIDCAppClient.check_iss': ( 'api/oidc.html#oidcappclient.check_iss',

@@ -126,7 +126,7 @@ def _endpoint(self:DevProvider, name:str):
         return res
     return endpoint
 
-# %% ../nbs/api/06_devprovider.ipynb #0d4131f7
+# %% ../nbs/api/06_devprovider.ipynb #9a167b00
 @patch
 async def _discovery(self:DevProvider, req):
     u = self.url
@@ -136,11 +136,12 @@ async def _discovery(self:DevProvider, req):
         response_types_supported=['code'], response_modes_supported=['query', 'form_post'],
         grant_types_supported=['authorization_code', 'refresh_token'], subject_types_supported=['public'],
         id_token_signing_alg_values_supported=[self.alg],
-        scopes_supported=['openid', 'email', 'profile', 'offline_access'],
+        scopes_supported=['openid', 'email', 'profile', 'address', 'phone', 'offline_access'],
         token_endpoint_auth_methods_supported=['client_secret_basic', 'client_secret_post'],
         revocation_endpoint_auth_methods_supported=['client_secret_basic', 'client_secret_post'],
         code_challenge_methods_supported=['S256'],
-        claims_supported=['sub', 'iss', 'aud', 'exp', 'iat', 'nonce', 'email', 'email_verified', 'name'],
+        claims_supported=['sub', 'iss', 'aud', 'exp', 'iat', 'nonce', 'email', 'email_verified', 'name', 'address',
+                          'phone_number'],
         authorization_response_iss_parameter_supported=True, service_documentation=_dev_note))
 
 @patch

@@ -236,8 +236,19 @@ def id_token_flow(self:OIDCAppClient, id_token:str, nonce:str|None=None) -> dict
     return c
 twins(OIDCAppClient, 'id_token_flow', 'verify_id_token')
 
-# %% ../nbs/api/02_oidc.ipynb #cf9e7d4b
-_scope_claims = dict(email=('email',), profile=('name',), address=('address',), phone=('phone_number',))
+# %% ../nbs/api/02_oidc.ipynb #ce59af28
+_scope_claims = dict(  # OpenID Connect Core §5.4
+    profile=('name', 'family_name', 'given_name', 'middle_name', 'nickname', 'preferred_username', 'profile', 'picture',
+             'website', 'gender', 'birthdate', 'zoneinfo', 'locale', 'updated_at'),
+    email=('email', 'email_verified'), address=('address',), phone=('phone_number', 'phone_number_verified'))
+_usual_claims = dict(profile=('name',), email=('email',), address=('address',), phone=('phone_number',))
+
+@patch
+def _wanted(self:OIDCAppClient, scope_name:str) -> tuple:
+    "The claims of `scope_name` this provider can give: those of its `claims_supported`, or the usual ones if it lists none"
+    supported = self.meta.get('claims_supported')
+    if not isinstance(supported, list): return _usual_claims.get(scope_name, ())
+    return tuple(c for c in _scope_claims.get(scope_name, ()) if c in supported)
 
 @patch
 def _missing(self:OIDCAppClient, claims:dict, scope=None) -> bool:
@@ -245,7 +256,7 @@ def _missing(self:OIDCAppClient, claims:dict, scope=None) -> bool:
     scope = scope or self.scope
     scopes = scope.split() if isinstance(scope, str) else list(scope or [])
     names = [s.rsplit('.', 1)[-1].rsplit('/', 1)[-1] for s in scopes]
-    return any(claims.get(k) in (None, '') for n in names for k in _scope_claims.get(n, ()))
+    return any(claims.get(k) in (None, '') for n in names for k in self._wanted(n))
 
 @patch
 def _merge(self:OIDCAppClient, claims:dict, info:UserInfo) -> UserInfo:
