@@ -19,7 +19,7 @@ from . import __version__
 from .core import *
 from .core import _json_object
 
-# %% ../nbs/api/01_client.ipynb #1476156c
+# %% ../nbs/api/01_client.ipynb #567f03f8
 _config = ('base_url', 'token_url', 'info_url', 'revoke_url', 'id_key', 'token_auth')
 
 class AppClient:
@@ -34,6 +34,10 @@ class AppClient:
                  timeout:float=10.,         # Total seconds for each provider call (connecting gets at most 5)
                  **kwargs):                 # Per-instance endpoints, `id_key`, `token_auth` (see below)
         if bad := set(kwargs) - set(_config): raise TypeError(f"Unknown arguments: {', '.join(sorted(bad))}")
+        if not client_id:
+            raise ValueError(f"{type(self).__name__} needs a client_id (got {client_id!r}): is its environment variable set?")
+        if client_secret is None and not isinstance(getattr(type(self), 'client_secret', None), property):
+            raise ValueError(f"{type(self).__name__} needs a client_secret (got None; use '' for a public client)")
         store_attr('client_id,client_secret,transport,timeout')
         if scope is not None: self.scope = scope
         for k,v in kwargs.items(): setattr(self, k, v)
