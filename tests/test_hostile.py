@@ -148,16 +148,14 @@ def test_the_redirect_uri_never_comes_from_a_host_the_app_does_not_own():
 
 def test_a_provider_complaining_about_the_redirect_uri_is_told_which_was_sent():
     dp, cli, app, oauth = make()
-    dp.faults['token'] = None
+    async def token_endpoint_refusing_the_uri(req):
+        if req.url.host == 'p.example': return httpx.Response(400, json=dict(error='redirect_uri_mismatch'))
+        return await dp.transport.handle_async_request(req)
     b = browser(app)
     cb = dp.approve(start(b, oauth), 'ada@example.com')
-    cli.token_url = 'https://p.example/token'
-    cli.transport = httpx.MockTransport(lambda req: httpx.Response(400, json=dict(error='redirect_uri_mismatch')) if req.url.host == 'p.example' else dp.transport.handle_request(req))
-    cli.transport.handle_async_request = lambda req: dp.transport.handle_async_request(req) if req.url.host != 'p.example' else _answer(req)
+    cli.token_url, cli.transport = 'https://p.example/token', httpx.MockTransport(token_endpoint_refusing_the_uri)
     msg = failed(app, b, b.get(cb))
     assert 'redirect_uri_mismatch' in msg and 'http://localhost/redirect' in msg
-
-async def _answer(req): return httpx.Response(400, json=dict(error='redirect_uri_mismatch'))
 
 def test_a_long_return_to_page_cannot_push_the_cookie_past_4kb():
     dp, cli, app, oauth = make()
@@ -186,12 +184,10 @@ def test_a_subject_that_is_not_a_string_is_no_identity():
 def test_token_endpoint_authentication_follows_discovery_and_user_info_fills_address_and_phone():
     dp, cli, app, oauth = make()
     seen = []
-    dp_handle = dp.transport.handle_async_request
     async def spy(req):
         seen.append((req.url.path, req.headers.get('authorization', '')[:6], b'client_secret' in req.content))
-        return await dp_handle(req)
-    cli.transport = httpx.MockTransport(lambda req: None)
-    cli.transport.handle_async_request = spy
+        return await dp.transport.handle_async_request(req)
+    cli.transport = httpx.MockTransport(spy)
     dp.claims['ada@example.com'] = dict(address=dict(locality='London'), phone_number='+44 20 0000 0000')
     dp.id_token_claims = ('sub', 'email', 'email_verified', 'name')
     b = browser(app)
