@@ -83,6 +83,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                        'fasthtml_oauth.client._set_token': ('api/client.html#_set_token', 'fasthtml_oauth/client.py'),
                                        'fasthtml_oauth.client._step': ('api/client.html#_step', 'fasthtml_oauth/client.py'),
                                        'fasthtml_oauth.client._too_big': ('api/client.html#_too_big', 'fasthtml_oauth/client.py'),
+                                       'fasthtml_oauth.client._unset_env': ('api/client.html#_unset_env', 'fasthtml_oauth/client.py'),
                                        'fasthtml_oauth.client.form_body': ('api/client.html#form_body', 'fasthtml_oauth/client.py'),
                                        'fasthtml_oauth.client.ssl_context': ('api/client.html#ssl_context', 'fasthtml_oauth/client.py'),
                                        'fasthtml_oauth.client.twins': ('api/client.html#twins', 'fasthtml_oauth/client.py')},

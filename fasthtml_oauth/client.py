@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['log', 'AppClient', 'form_body', 'ssl_context', 'twins']
 
-# %% ../nbs/api/01_client.ipynb #24c39ce5
-import asyncio, base64, contextlib, logging, secrets, threading, time, weakref
+# %% ../nbs/api/01_client.ipynb #0e0fb95a
+import asyncio, base64, contextlib, inspect, linecache, logging, os, re, secrets, sys, threading, time, weakref
 from contextvars import ContextVar
 from functools import cache, update_wrapper
 from urllib.parse import quote, urlencode, urlsplit, parse_qsl
@@ -19,7 +19,7 @@ from . import __version__
 from .core import *
 from .core import _json_object
 
-# %% ../nbs/api/01_client.ipynb #567f03f8
+# %% ../nbs/api/01_client.ipynb #920659d8
 _config = ('base_url', 'token_url', 'info_url', 'revoke_url', 'id_key', 'token_auth')
 
 class AppClient:
@@ -34,10 +34,9 @@ class AppClient:
                  timeout:float=10.,         # Total seconds for each provider call (connecting gets at most 5)
                  **kwargs):                 # Per-instance endpoints, `id_key`, `token_auth` (see below)
         if bad := set(kwargs) - set(_config): raise TypeError(f"Unknown arguments: {', '.join(sorted(bad))}")
-        if not client_id:
-            raise ValueError(f"{type(self).__name__} needs a client_id (got {client_id!r}): is its environment variable set?")
+        if not client_id: raise ValueError(f"{type(self).__name__} needs a client_id (got {client_id!r}){_unset_env()}")
         if client_secret is None and not isinstance(getattr(type(self), 'client_secret', None), property):
-            raise ValueError(f"{type(self).__name__} needs a client_secret (got None; use '' for a public client)")
+            raise ValueError(f"{type(self).__name__} needs a client_secret (got None; use '' for a public client){_unset_env()}")
         store_attr('client_id,client_secret,transport,timeout')
         if scope is not None: self.scope = scope
         for k,v in kwargs.items(): setattr(self, k, v)
@@ -45,6 +44,22 @@ class AppClient:
         self._token = ContextVar(f'fasthtml_oauth_token_{id(self)}', default=None)
 
     def __repr__(self): return f"{type(self).__name__}(client_id={self.client_id!r})"
+
+# %% ../nbs/api/01_client.ipynb #b09a6ebe
+_re_env = re.compile(r'''(?:getenv|environ\.get)\(\s*['"](\w+)['"]|environ\[\s*['"](\w+)['"]''')
+
+def _unset_env() -> str:
+    "For an error message: the environment variables read by the statement that made a client and not set"
+    f = sys._getframe(1)
+    while f and (isinstance(f.f_locals.get('self'), AppClient) or f.f_globals.get('__name__', '').startswith('fasthtml_oauth')):
+        f = f.f_back
+    if f is None: return ''
+    pos = inspect.getframeinfo(f).positions
+    src = ''.join(linecache.getlines(f.f_code.co_filename)[pos.lineno-1:(pos.end_lineno or pos.lineno)]) if pos else ''
+    names = [a or b for a, b in _re_env.findall(src) if not os.environ.get(a or b)]
+    if not names: return ': is its environment variable set?'
+    names = list(dict.fromkeys(names))
+    return f": the environment variable{'s'[:len(names)-1]} {' and '.join(names)} {'is' if len(names) == 1 else 'are'} not set"
 
 # %% ../nbs/api/01_client.ipynb #4bcf96ba
 log = logging.getLogger('fasthtml_oauth')

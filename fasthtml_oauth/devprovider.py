@@ -147,19 +147,24 @@ async def _discovery(self:DevProvider, req):
 @patch
 async def _jwks(self:DevProvider, req): return JSONResponse(self.jwks)
 
-# %% ../nbs/api/06_devprovider.ipynb #e2aaf5a5
+# %% ../nbs/api/06_devprovider.ipynb #afca4efc
 _authz_params = ('client_id', 'redirect_uri', 'response_type', 'scope', 'state', 'nonce', 'code_challenge',
                  'code_challenge_method', 'response_mode')
 _re_email = re.compile(r'^[^@\s<>"]{1,64}@[^@\s<>"]{1,190}$')
+_css = '''body{font-family:system-ui,sans-serif;max-width:30rem;margin:2rem auto;padding:0 1rem;line-height:1.5;color:#1d2430}
+header{background:#fff3cd;border:1px solid #e0c36c;padding:.5rem .75rem;border-radius:.4rem;font-size:.9rem}
+label{display:block;margin:.8rem 0;font-weight:600} input{display:block;box-sizing:border-box;width:100%;margin-top:.25rem;
+  padding:.55rem .65rem;font:inherit;font-weight:400;border:1px solid #9aa5b4;border-radius:.4rem}
+button{font:inherit;padding:.55rem 1.1rem;margin:.6rem .5rem 0 0;border-radius:.4rem;border:1px solid #2b5fb4;
+  background:#2f6fd6;color:#fff;cursor:pointer} button[name=deny]{background:#fff;color:#2b5fb4}
+button:focus-visible,input:focus-visible{outline:3px solid #f0b400;outline-offset:2px}'''
 
 @patch
 def _page(self:DevProvider, title:str, *content, status:int=200) -> HTMLResponse:
     "An HTML page that says it comes from a development provider"
-    css = ('body{font-family:system-ui,sans-serif;max-width:32rem;margin:2rem auto;padding:0 1rem} '
-           'header{background:#fff3cd;border:1px solid #e0c36c;padding:.5rem .75rem;border-radius:.4rem;font-size:.9rem} '
-           'label,input,button{display:block;margin:.4rem 0} input{width:100%;padding:.4rem}')
-    page = Html(Head(Title(f'{title} · DevProvider'), Meta(charset='utf-8'), Style(css)),
-                Body(Header(Strong('Development provider. '), _dev_note.split(': ', 1)[1]), Main(H1(title), *content)))
+    page = Html(Head(Title(f'{title} · DevProvider'), Meta(charset='utf-8'),
+                     Meta(name='viewport', content='width=device-width, initial-scale=1'), Style(_css)),
+                Body(Header(Strong('Development provider.'), ' ', _dev_note.split('. ', 1)[1]), Main(H1(title), *content)))
     return HTMLResponse('<!doctype html>\n' + to_xml(page), status)
 
 @patch
