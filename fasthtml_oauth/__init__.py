@@ -5,3 +5,4 @@ from .client import *
 from .oidc import *
 from .providers import *
 from .oauth import *
+from .buttons import *

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['providers', 'static', 'hdrs', 'demo_client', 'DemoAuth', 'make_app', 'main']
 
-# %% ../nbs/api/07_demo.ipynb #b636ec3f
+# %% ../nbs/api/07_demo.ipynb #43b2b4d4
 import os, secrets
 from importlib.resources import files
 from pathlib import Path
@@ -20,6 +20,7 @@ from .oidc import OIDCAppClient
 from .providers import *
 from .oauth import OAuth
 from .devprovider import DevProvider
+from .buttons import LoginButtons
 
 # %% ../nbs/api/07_demo.ipynb #8dffcb2a
 providers = dict(google=GoogleAppClient, github=GitHubAppClient, huggingface=HuggingFaceClient, discord=DiscordAppClient,
@@ -48,7 +49,7 @@ def demo_client(base:str,            # The demo's own URL, e.g. `'http://localho
     label = name.title().replace('hub', 'Hub').replace('lab', 'Lab').replace('face', 'Face')
     return providers[name](cid, secret), None, label
 
-# %% ../nbs/api/07_demo.ipynb #057b5ba7
+# %% ../nbs/api/07_demo.ipynb #ea0b0ae2
 static = Path(str(files('fasthtml_oauth')/'static'))  # htmx.min.js (htmx 2.0.7, from npm's htmx.org), demo.css, favicon.ico
 hdrs = [Meta(name='viewport', content='width=device-width, initial-scale=1'), Script(src='/htmx.min.js'),
         Link(rel='stylesheet', href='/demo.css'), Link(rel='icon', href='/favicon.ico')]
@@ -78,9 +79,9 @@ def make_app(base:str='http://localhost:5001', db:str=':memory:', env:dict|None=
     @app.get('/login')
     def login(req, session):
         err = session.pop('oauth_error', None)
-        button = A(f'Log in with {label}', href=oauth.login_link(req), cls='button')
+        buttons = LoginButtons(req, oauth.login_button(req, name=label))
         return Title('Log in · Count demo'), Main(H1('Count demo'), P('Log in to keep your own count.', cls='lead'),
-                                                 err and P(err, cls='error'), button, _footer)
+                                                 err and P(err, cls='error'), buttons, _footer)
 
     @app.get('/error')
     def error(session):

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # Set-up for the end-to-end tests, idempotent and quiet when already done:
-# - the real OpenID provider's packages (npm ci from the committed lockfile) when node_modules is missing or older than it;
+# - the real OpenID provider's packages and the docs site's browser assets (npm ci from the committed lockfiles) when
+#   node_modules is missing or older than the lockfile;
 # - Debian's chromium for the Playwright tests when /usr/bin/chromium is missing (never a downloaded browser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-op=tests/oidc_provider
-stamp=$op/node_modules/.package-lock.json  # npm writes it on every install
-if [ ! -f "$stamp" ] || [ ! -d $op/node_modules/oidc-provider ] || [ $op/package-lock.json -nt "$stamp" ]; then
-  command -v npm >/dev/null || { echo "tests/setup.sh: npm is not installed (Node.js 18.12 or later is needed)" >&2; exit 1; }
-  echo "tests/setup.sh: npm ci --prefix $op"
-  npm ci --prefix $op --no-audit --no-fund --loglevel=error >/dev/null
-fi
+# npm ci <folder> from its committed lockfile when node_modules is missing, lacks `needs`, or is older than the lockfile
+npm_ci() {
+  local dir=$1 needs=$2 stamp=$1/node_modules/.package-lock.json  # npm writes the stamp on every install
+  if [ ! -f "$stamp" ] || [ ! -e "$dir/node_modules/$needs" ] || [ "$dir/package-lock.json" -nt "$stamp" ]; then
+    command -v npm >/dev/null || { echo "tests/setup.sh: npm is not installed (Node.js 18.12 or later is needed)" >&2; exit 1; }
+    echo "tests/setup.sh: npm ci --prefix $dir"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+}
+npm_ci tests/oidc_provider oidc-provider
+npm_ci tools/docs_assets .bin/pagefind  # the docs site's Mermaid and Pagefind (tools/docs.py)
 
 if [ ! -x /usr/bin/chromium ]; then
   command -v apt-get >/dev/null || { echo "tests/setup.sh: /usr/bin/chromium is missing and there is no apt-get to install it" >&2; exit 1; }

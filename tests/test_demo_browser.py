@@ -13,7 +13,7 @@ SCREENS = dict(desktop=dict(viewport=dict(width=1280, height=800)),
 
 _look = """() => {
   const s = e => e && getComputedStyle(e);
-  const main = document.querySelector('main'), btn = document.querySelector('main .button, main button');
+  const main = document.querySelector('main'), btn = document.querySelector('main .login-button, main .button, main button');
   return {styled: [...document.styleSheets].some(x => x.href && x.href.endsWith('/demo.css') && x.cssRules.length > 0),
           font: s(document.body).fontFamily, mainWidth: main && main.getBoundingClientRect().width,
           btnBg: s(btn)?.backgroundColor, btnHeight: btn && btn.getBoundingClientRect().height,

@@ -1,12 +1,19 @@
 """Build the docs site into `_docs/` without Quarto: `python tools/docs.py [--out DIR]`, then open `_docs/index.html`
+(search needs it served: `python -m http.server -b 127.0.0.1 -d _docs`, then open http://127.0.0.1:8000/)
 
 nbdev does its own processing first (what `nbdev-docs` does before it calls Quarto): `show_doc` rendered into markdown
 outputs, `#| hide` and `#| export` applied, doc links added, the title cell turned into frontmatter; it writes `_proc/`.
 nbconvert's `HTMLExporter` then renders each processed page with `tools/docs_template/` (nbconvert's lab template
 plus a sidebar). This file only prepares notebooks for nbconvert, builds the sidebar from the one in `nbs/_quarto.yml`
-(the list Quarto uses), and points links at the generated pages.
+(the list Quarto uses), and points links at the generated pages. Each page also gets a table of contents (its h2 and
+h3 headings) and previous/next links in the sidebar's order.
+
+The browser assets come from npm (`tools/docs_assets/package.json`, installed with `npm ci --prefix tools/docs_assets`)
+rather than from CDNs, so the site works offline: Mermaid renders the diagrams of pages that have some, and Pagefind
+indexes the built site for the sidebar's full-text search.
 """
-import html, json, os, posixpath, re, shutil
+import html, json, os, posixpath, re, shutil, subprocess
+from collections import Counter
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -17,6 +24,16 @@ from nbdev.config import get_config
 import nbdev.quarto as nbq
 
 tmpl_dir = Path(__file__).resolve().parent/'docs_template'
+assets_dir = Path(__file__).resolve().parent/'docs_assets'
+mermaid_js = 'mermaid/dist/mermaid.min.js'  # the self-contained browser build, in node_modules
+pagefind_bin = '.bin/pagefind'
+
+def node_modules() -> Path:
+    "`tools/docs_assets/node_modules`, after checking it has what the site needs"
+    nm = assets_dir/'node_modules'
+    if not all((nm/f).exists() for f in (mermaid_js, pagefind_bin)):
+        raise SystemExit(f'{nm} lacks Mermaid or Pagefind, which the docs need: run `npm ci --prefix tools/docs_assets`')
+    return nm
 
 def proc_nbs() -> Path:
     "Run nbdev's docs processing (`nbdev-proc-nbs`) into `_proc/`, which it returns"
@@ -139,6 +156,26 @@ def nav_items(entries, pages:dict, page:Page) -> list[dict]:
         elif 'href' in e: res.append(link(e['href'], e.get('text')))
     return [o for o in res if o]
 
+def walk_nav(nav:list[dict]):
+    "The sidebar's links in reading order: a section's own page before its pages"
+    for item in nav:
+        if item.get('href'): yield item
+        yield from walk_nav(item.get('pages', []))
+
+def prev_next(nav:list[dict]) -> tuple[dict|None, dict|None]:
+    "The sidebar links before and after the current page"
+    items = list(walk_nav(nav))
+    i = next((i for i, o in enumerate(items) if o['active']), None)
+    if i is None: return None, None
+    return items[i-1] if i else None, items[i+1] if i+1 < len(items) else None
+
+_re_heading = re.compile(r'<h([23])\b[^>]*\sid="([^"]+)"[^>]*>(.*?)</h\1>', re.S)
+
+def toc(doc:str) -> list[dict]:
+    "The table of contents of a rendered page: level, id and text of its h2 and h3 headings"
+    def text(h): return html.unescape(re.sub(r'<[^>]+>', '', re.sub(r'<a class="anchor-link".*?</a>', '', h))).strip()
+    return [dict(level=int(m[1]), id=m[2], text=text(m[3])) for m in _re_heading.finditer(doc)]
+
 def relpath(target:str, page_out:str) -> str: return posixpath.relpath(target, posixpath.dirname(page_out) or '.')
 
 def slug(s:str) -> str:
@@ -176,11 +213,35 @@ class Links:
     def __call__(self, doc:str, page_out:str) -> str:
         "`doc` with heading ids made Pandoc's and every link's `href` pointed at the generated pages"
         # Only real tags match: a `<` in text (code, outputs) is escaped as `&lt;`
-        ids = lambda m: re.sub(r'(\sid=")([^"]*)(")', lambda a: a[1] + slug(a[2]) + a[3], m[0])
+        seen = Counter()
+        def uniq(a):
+            "Pandoc's rule for headings with the same text: the second gets `-1`, the next `-2`, ..."
+            i = slug(a[2])
+            seen[i] += 1
+            return a[1] + (f'{i}-{seen[i]-1}' if seen[i] > 1 else i) + a[3]
+        ids = lambda m: re.sub(r'(\sid=")([^"]*)(")', uniq, m[0])
         hrefs = lambda m: re.sub(r'(\shref=")([^"]*)(")', lambda a: a[1] + self.href(a[2], page_out) + a[3], m[0])
         return re.sub(r'<a\b[^>]*>', hrefs, re.sub(r'<h[1-6]\b[^>]*>', ids, doc))
 
 ## The site
+
+def copy_files(cache:Path, out:Path, nm:Path):
+    "Files pages refer to (images, ...), the stylesheet and the Mermaid script into the site"
+    # nbdev's own config and the Quarto stylesheet are not needed here
+    for f in cache.rglob('*'):
+        rel = f.relative_to(cache)
+        if f.is_file() and f.suffix not in ('.ipynb', '.qmd', '.yml', '.yaml') and not any(o[0] in '_.' for o in rel.parts):
+            (out/rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, out/rel)
+    shutil.copy2(tmpl_dir/'site.css', out/'site.css')
+    (out/'assets').mkdir(exist_ok=True)
+    shutil.copy2(nm/mermaid_js, out/'assets'/Path(mermaid_js).name)
+
+def index_search(out:Path, nm:Path):
+    "Pagefind's full-text index and search UI, in `out/pagefind/`"
+    # `_` counts as a letter so that names such as `redir_url` are found whole; headings' `¶` links are not text
+    subprocess.run([nm/pagefind_bin, '--site', out, '--keep-index-url', '--include-characters', '_',
+                    '--exclude-selectors', 'a.anchor-link', '--quiet'], check=True)
 
 def build(out=None, cache:Path=None) -> Path:
     "Build the site into `out` (default: nbdev's `doc_path`, `_docs/`) and return it"
@@ -188,6 +249,7 @@ def build(out=None, cache:Path=None) -> Path:
     out = Path(out or cfg.doc_path).absolute()
     if out.exists() and any(out.iterdir()) and out != cfg.doc_path and not (out/'site.css').exists():
         raise SystemExit(f'{out} is not empty and not a docs build: refusing to replace it')
+    nm = node_modules()
     cache = cache or proc_nbs()
     pages = find_pages(cache)
     if not pages: raise SystemExit(f'no pages found in {cache}')
@@ -199,20 +261,21 @@ def build(out=None, cache:Path=None) -> Path:
     for p in pages.values():
         nb = prep_nb(p, pages)
         nb.metadata['title'] = f'{p.title} – {cfg.title}'
-        site = dict(title=cfg.title, root='../' * p.out.count('/'), page_title=p.title,
-                    description=p.description, nav=nav_items(sidebar, pages, p))
+        nav = nav_items(sidebar, pages, p)
+        site = dict(title=cfg.title, root='../' * p.out.count('/'), page_title=p.title, description=p.description,
+                    nav=nav, prev_next=prev_next(nav))
+        # The table of contents and whether to load Mermaid depend on the rendered page, so it is rendered twice
+        doc = links(exporter.from_notebook_node(nb, resources=dict(site=site))[0], p.out)
+        site.update(toc=toc(doc), mermaid='class="mermaid"' in doc)
         doc, _ = exporter.from_notebook_node(nb, resources=dict(site=site))
         (dest := out/p.out).parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(links(doc, p.out))
-    # Files pages may refer to (images, ...); nbdev's own config and the Quarto stylesheet are not needed here
-    for f in cache.rglob('*'):
-        rel = f.relative_to(cache)
-        if f.is_file() and f.suffix not in ('.ipynb', '.qmd', '.yml', '.yaml') and not any(o[0] in '_.' for o in rel.parts):
-            (out/rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, out/rel)
-    shutil.copy2(tmpl_dir/'site.css', out/'site.css')
+    copy_files(cache, out, nm)
+    index_search(out, nm)
     for page_out, href in sorted(links.broken): print(f'warning: broken link in {page_out}: {href}')
     print(f'{len(pages)} pages written to {out}; open {out/"index.html"}')
+    d = out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out
+    print(f'search needs the site served over http: python -m http.server -b 127.0.0.1 -d {d}, then open http://127.0.0.1:8000/')
     return out
 
 @call_parse
