@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['providers', 'static', 'hdrs', 'demo_client', 'DemoAuth', 'make_app', 'main']
 
-# %% ../nbs/api/07_demo.ipynb #43b2b4d4
+# %% ../nbs/api/07_demo.ipynb #c7de272d
 import os, secrets
 from importlib.resources import files
 from pathlib import Path
@@ -14,7 +14,7 @@ import uvicorn
 from fastlite import database
 from fastcore.script import call_parse
 from starlette.responses import FileResponse, Response
-from fasthtml.common import FastHTML, Script, Link, Meta, Title, Main, H1, P, A, Div, Span, Button, Form, Strong, Footer
+from fasthtml.common import FastHTML, Script, Link, Meta, Title, Main, H1, H2, P, A, Div, Span, Button, Form, Strong, Footer, Ul, Li, Small
 from fasthtml.common import RedirectResponse
 from .oidc import OIDCAppClient
 from .providers import *
@@ -49,7 +49,7 @@ def demo_client(base:str,            # The demo's own URL, e.g. `'http://localho
     label = name.title().replace('hub', 'Hub').replace('lab', 'Lab').replace('face', 'Face')
     return providers[name](cid, secret), None, label
 
-# %% ../nbs/api/07_demo.ipynb #ea0b0ae2
+# %% ../nbs/api/07_demo.ipynb #d7d99a17
 static = Path(str(files('fasthtml_oauth')/'static'))  # htmx.min.js (htmx 2.0.7, from npm's htmx.org), demo.css, favicon.ico
 hdrs = [Meta(name='viewport', content='width=device-width, initial-scale=1'), Script(src='/htmx.min.js'),
         Link(rel='stylesheet', href='/demo.css'), Link(rel='icon', href='/favicon.ico')]
@@ -68,7 +68,7 @@ def make_app(base:str='http://localhost:5001', db:str=':memory:', env:dict|None=
     counts = database(db).t.counts
     if counts not in counts.db.t: counts.create(dict(name=str, count=int), pk='name')
     app = FastHTML(secret_key=secrets.token_hex(32), default_hdrs=False, hdrs=hdrs, canonical=False)
-    oauth = DemoAuth(app, cli, static_path=static)
+    oauth = DemoAuth(app, cli, static_path=static, login_sessions=db)  # logins in the counts' database
     oauth.counts = counts
 
     @app.get('/{fname:path}.{ext:static}')
@@ -89,11 +89,21 @@ def make_app(base:str='http://localhost:5001', db:str=':memory:', env:dict|None=
         return Title('Login failed · Count demo'), Main(H1('Login failed'), why, A('Try again', href='/login', cls='button'))
 
     @app.get('/')
-    def home(auth, session):
+    async def home(auth, session):
+        logins = [Li(s['agent'] or 'A browser', Small(' · this one' if s['id'] == oauth.login_id(session) else ''))
+                  for s in await oauth.sessions(auth)]
         return Title('Count demo'), Main(H1('Count demo'), P('Logged in as ', Strong(session.get('name', auth)), cls='lead'),
             Div(Span(counts[str(auth)]['count'], id='count'), Span('clicks so far'), cls='count'),
             Div(Button('Increment', hx_post='/increment', hx_target='#count'),
-                Form(Button('Log out', cls='secondary'), method='post', action='/logout'), cls='actions'), _footer)
+                Form(Button('Log out', cls='secondary'), method='post', action='/logout'), cls='actions'),
+            H2('Where you are logged in'), Ul(*logins, cls='logins'),
+            Form(Button('Log out everywhere', cls='secondary'), method='post', action='/logout-everywhere'), _footer)
+
+    @app.post('/logout-everywhere')
+    async def everywhere(auth, session):
+        await oauth.logout_everywhere(auth)
+        session.clear()
+        return RedirectResponse('/login', status_code=303)
 
     @app.post('/increment')
     def increment(auth):

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['safe_next', 'OAuth', 'hook_pool', 'Gate', 'SessionLogins']
 
-# %% ../nbs/api/04_oauth.ipynb #2cda2d3b
+# %% ../nbs/api/04_oauth.ipynb #e6bbecae
 import asyncio, base64, contextvars, hashlib, hmac, inspect, json, re, secrets, time
 from pathlib import Path, PurePosixPath
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +22,7 @@ from fasthtml.components import to_xml, Html, Head, Title, Meta, Body, Form, Inp
 from fastcore.basics import patch, store_attr
 from .core import *
 from .client import *
+from .sessions import LoginSessions, SQLiteStore
 from .core import _re_host
 
 # %% ../nbs/api/04_oauth.ipynb #7aa42d34
@@ -33,7 +34,7 @@ def safe_next(path:str|None) -> str|None:
         if urlsplit(p).netloc or urlsplit(p).scheme: return None
     return path
 
-# %% ../nbs/api/04_oauth.ipynb #f6a5755e
+# %% ../nbs/api/04_oauth.ipynb #f2193a48
 class OAuth:
     "Login through `cli` for FastHTML `app`: login-start, callback and logout routes, and a gate before every other path"
     def __init__(self, app, cli,
@@ -54,7 +55,8 @@ class OAuth:
                  static_path:str='.',          # The folder FastHTML's static routes serve (`fast_app`'s `static_path`)
                  hosts:list|None=None,         # `host[:port]`s the app is served at; no redirect URI is built for others
                  proxies:list|None=None,       # IPs of your reverse proxies, whose `X-Forwarded-Host`/`-Proto` count
-                 pace:bool=False):             # Login steps take turns, so bursts of logins slow pages less
+                 pace:bool=False,              # Login steps take turns, so bursts of logins slow pages less
+                 login_sessions='oauth_logins.db'):  # `LoginSessions`, a store, or an SQLite file; `None`: cookie only
         _check_joining(getattr(app, '_oauth_gate', None), redir_path, ns)
         store_attr('app,cli,redir_path,error_path,logout_path,login_path,https,http_patterns,redir_method,ns,pace')
         if isinstance(hosts, str) or isinstance(proxies, str): raise TypeError("`hosts` and `proxies` are lists, not strings")
@@ -64,6 +66,7 @@ class OAuth:
         self.base_url, self.keep = base_url and base_url.rstrip('/'), tuple(keep)
         self.start_path = start_path or redir_path.rstrip('/') + '/start'
         self.pending_logins = SessionLogins(max_pending, login_ttl)  # where logins in progress wait for their callback
+        self.login_sessions = _login_sessions(login_sessions)        # where finished logins live until they end
         self.signer = itsdangerous.URLSafeTimedSerializer(app.secret_key, salt='fasthtml-oauth-login-link' + redir_path)
         self._token_param = 'token' in inspect.signature(self.get_auth).parameters
         self._route(redir_path, self._callback, ['POST' if redir_method == 'post' else 'GET'])
@@ -274,7 +277,33 @@ async def _invalid(self:OAuth, scope, receive, session, auth) -> Response|None:
         if res := await _run(o.check_invalid, req, session, auth):
             return _htmx(req, _as_response(res, req)) if http else Response(status_code=403)
 
-# %% ../nbs/api/04_oauth.ipynb #d2a75132
+# %% ../nbs/api/04_oauth.ipynb #d50d6225
+@cache
+def _sqlite(path:str) -> SQLiteStore:
+    "One store per SQLite file in this process"
+    return SQLiteStore(path)
+
+def _login_sessions(v) -> LoginSessions|None:
+    "`OAuth`'s `login_sessions` argument as a `LoginSessions`, or `None`"
+    if v is None or isinstance(v, LoginSessions): return v
+    if isinstance(v, (str, Path)): return LoginSessions(_sqlite(str(v) if str(v) == ':memory:' else str(Path(v).resolve())))
+    if all(hasattr(v, m) for m in ('get', 'put', 'pop', 'delete', 'find')): return LoginSessions(v)
+    raise TypeError("`login_sessions` is a `LoginSessions`, a store, an SQLite file name, or `None`")
+
+@patch
+async def _ended(self:OAuth, scope, receive, session) -> Response|None:
+    "For a login whose record is gone (ended, expired, or made before login sessions): the way to log in again; else `None`"
+    if (ls := self._instance(session).login_sessions) is None: return None
+    try:
+        if await ls.check(session.get('oauth_login'), scope['auth']): return None
+    except Exception:
+        log.exception("The login sessions' store failed")
+        return Response('Logins cannot be checked right now; please try again in a moment', 503, media_type='text/plain')
+    session.clear()
+    scope['auth'] = None
+    return await self._to_login(scope, receive, session)
+
+# %% ../nbs/api/04_oauth.ipynb #1a3dbac4
 @patch
 async def _check(self:OAuth, scope, receive) -> Response|None:
     "The gate's answer for a request that may not pass, or `None`"
@@ -284,6 +313,7 @@ async def _check(self:OAuth, scope, receive) -> Response|None:
     if 'auth' not in scope or isinstance(scope['auth'], AuthCredentials):
         scope['auth'] = session.get('auth')
     if not scope['auth']: return await self._to_login(scope, receive, session)
+    if scope['auth'] == session.get('auth') and (res := await self._ended(scope, receive, session)): return res
     return await self._invalid(scope, receive, session, scope['auth'])
 
 # %% ../nbs/api/04_oauth.ipynb #40b84ef6
@@ -375,7 +405,7 @@ async def _start(self:OAuth, req, session):
     except Exception as e: return self._fail(session, e)
     return RedirectResponse(lr.url, status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #0ac5da0f
+# %% ../nbs/api/04_oauth.ipynb #8c9a7d59
 @patch
 def _fail(self:OAuth, session, err:Exception):
     "Send the browser to the error page with a safe message"
@@ -447,11 +477,44 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginReq
         return await _run(self.redir_login, session)
     auth = session.get('auth') or (f'{self.ns}:{ident}' if self.ns else ident)
     req.scope['auth'], session['auth'], session['oauth_via'] = auth, auth, self.redir_path
+    if self.login_sessions is not None:
+        session['oauth_login'] = await self.login_sessions.start(auth, self.redir_path, getattr(self.cli, 'issuer', None),
+                                                                 info.get('sub'), info.get('sid'), req.headers.get('user-agent'))
     if isinstance(res, Response): return res
     return RedirectResponse(safe_next(nxt) or '/', status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #e14ebd11
+# %% ../nbs/api/04_oauth.ipynb #e1695842
 @patch
 async def _logout(self:OAuth, req, session):
+    if (ls := self._instance(session).login_sessions) is not None and session.get('oauth_login'):
+        try: await ls.end(session['oauth_login'])
+        except Exception: log.exception("Could not end the login session at logout")  # the cookie is cleared all the same
     session.clear()
     return _htmx(req, await _run(self.logout, session))
+
+# %% ../nbs/api/04_oauth.ipynb #9f36a86f
+@patch
+def _logins(self:OAuth) -> LoginSessions:
+    if self.login_sessions is None:
+        raise ValueError("This OAuth keeps logins in the cookie alone (`login_sessions=None`), so it cannot list or end them")
+    return self.login_sessions
+
+@patch
+async def sessions(self:OAuth, auth) -> list:
+    "The live logins of `auth`, most recently seen first: for a page listing where a user is logged in"
+    return await self._logins().of(auth)
+
+@patch
+async def logout_everywhere(self:OAuth, auth) -> int:
+    "End every login of `auth`, in every browser; how many there were"
+    return await self._logins().end_all(auth)
+
+@patch
+async def end_session(self:OAuth, id:str, auth) -> bool:
+    "End the login `id` (from `sessions`) if it belongs to `auth`; whether it did"
+    return await self._logins().end(id, auth)
+
+@patch
+def login_id(self:OAuth, session) -> str|None:
+    "The id of the login that `session` belongs to, as `sessions` lists it"
+    return session.get('oauth_login')

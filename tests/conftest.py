@@ -1,5 +1,6 @@
 "Fixtures shared by the tests: servers on loopback ports that stop when the tests end"
-import socket, threading, time, pytest, uvicorn
+import os, socket, subprocess, sys, threading, time, pytest, uvicorn, httpx
+from pathlib import Path
 
 def free_port() -> int:
     "A TCP port on 127.0.0.1 that nothing listens on right now"
@@ -44,3 +45,22 @@ def pytest_sessionfinish(session, exitstatus):
 
 # The real OpenID provider (npm oidc-provider) for the end-to-end tests; imported here so every test module can use it
 from oidc_fixture import oidc_provider  # noqa: E402,F401
+
+@pytest.fixture
+def scaleout():
+    "Call `scaleout(port, **env)` to serve `tests/scaleout_app.py` in a uvicorn process of its own; all are stopped at the end"
+    procs = []
+    def start(port, **env):
+        procs.append(subprocess.Popen([sys.executable, '-m', 'uvicorn', 'scaleout_app:app', '--host', '127.0.0.1', '--port', str(port),
+                                       '--log-level', 'warning'], cwd=Path(__file__).parent, env=dict(os.environ, **env)))
+        for _ in range(300):
+            if procs[-1].poll() is not None: raise RuntimeError(f'app on {port} exited with {procs[-1].returncode}')
+            try:
+                if httpx.get(f'http://127.0.0.1:{port}/login').status_code == 200: return procs[-1]
+            except httpx.TransportError: time.sleep(0.05)
+        raise RuntimeError(f'app on {port} did not start')
+    yield start
+    for p in procs:
+        p.terminate()
+        try: p.wait(10)
+        except subprocess.TimeoutExpired: p.kill(); p.wait(5)

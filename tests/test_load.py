@@ -78,35 +78,20 @@ def test_slow_sync_get_auth_does_not_block_the_app(serve):
     assert pongs == ['pong'] * 20 and blocked >= 20
     assert len(pages) == 50 and all('dev-' in p for p in pages)
 
-def test_scale_out_login_starts_on_one_process_and_finishes_on_another(serve):
+def test_scale_out_login_starts_on_one_process_and_finishes_on_another(serve, scaleout):
     pport, a_port, b_port = free_port(), free_port(), free_port()
     dp = DevProvider(issuer=f'http://127.0.0.1:{pport}')
     dp.register('app', 'app-secret', [f'http://127.0.0.1:{b_port}/redirect'])
     serve(dp, port=pport)
-    procs = []
-    try:
-        for name, port in (('A', a_port), ('B', b_port)):
-            env = dict(os.environ, APP_SECRET='shared-secret', ISSUER=dp.issuer, BASE_URL=f'http://127.0.0.1:{b_port}', NAME=name)
-            procs.append(subprocess.Popen([sys.executable, '-m', 'uvicorn', 'scaleout_app:app', '--host', '127.0.0.1', '--port', str(port), '--log-level', 'warning'],
-                                          cwd=Path(__file__).parent, env=env))
-        for port in (a_port, b_port):
-            for _ in range(300):
-                try:
-                    if httpx.get(f'http://127.0.0.1:{port}/login').status_code == 200: break
-                except httpx.TransportError: time.sleep(0.05)
-            else: raise RuntimeError(f'app on {port} did not start')
-        with httpx.Client(follow_redirects=False) as b:  # one browser: cookies for 127.0.0.1 go to both ports
-            link = re.search(r'href="(/redirect/start[^"]+)"', b.get(f'http://127.0.0.1:{a_port}/login').text)[1]
-            to_provider = b.get(f'http://127.0.0.1:{a_port}{link}').headers['location']
-            assert query(to_provider)['redirect_uri'] == f'http://127.0.0.1:{b_port}/redirect'
-            callback = dp.approve(to_provider, 'ada@example.com')
-            assert callback.startswith(f'http://127.0.0.1:{b_port}/redirect?')
-            res = b.get(callback)
-            assert (res.status_code, res.headers['location']) == (303, '/')
-            assert f'B:{dp.user_claims("ada@example.com")["sub"]}' in b.get(f'http://127.0.0.1:{b_port}/account').text
-            assert f'A:{dp.user_claims("ada@example.com")["sub"]}' in b.get(f'http://127.0.0.1:{a_port}/account').text
-    finally:
-        for p in procs:
-            p.terminate()
-            try: p.wait(10)
-            except subprocess.TimeoutExpired: p.kill(); p.wait(5)
+    for name, port in (('A', a_port), ('B', b_port)):
+        scaleout(port, APP_SECRET='shared-secret', ISSUER=dp.issuer, BASE_URL=f'http://127.0.0.1:{b_port}', NAME=name)
+    with httpx.Client(follow_redirects=False) as b:  # one browser: cookies for 127.0.0.1 go to both ports
+        link = re.search(r'href="(/redirect/start[^"]+)"', b.get(f'http://127.0.0.1:{a_port}/login').text)[1]
+        to_provider = b.get(f'http://127.0.0.1:{a_port}{link}').headers['location']
+        assert query(to_provider)['redirect_uri'] == f'http://127.0.0.1:{b_port}/redirect'
+        callback = dp.approve(to_provider, 'ada@example.com')
+        assert callback.startswith(f'http://127.0.0.1:{b_port}/redirect?')
+        res = b.get(callback)
+        assert (res.status_code, res.headers['location']) == (303, '/')
+        assert f'B:{dp.user_claims("ada@example.com")["sub"]}' in b.get(f'http://127.0.0.1:{b_port}/account').text
+        assert f'A:{dp.user_claims("ada@example.com")["sub"]}' in b.get(f'http://127.0.0.1:{a_port}/account').text

@@ -1,0 +1,101 @@
+"Login sessions in a real redis-server: the store's contract (as SQLite keeps it), and two app processes sharing it"
+import asyncio, os, re, shutil, subprocess, time
+import httpx, pytest, redis
+from fasthtml_oauth.sessions import SQLiteStore, RedisStore, LoginSessions
+from fasthtml_oauth.devprovider import DevProvider
+from conftest import free_port
+
+@pytest.fixture(scope='module')
+def redis_url(tmp_path_factory):
+    "A redis-server of this module's own, on a loopback port, without persistence; stopped at the end"
+    exe = shutil.which('redis-server') or '/usr/bin/redis-server'
+    assert os.path.exists(exe), 'redis-server is missing: tests/setup.sh installs it'
+    port = free_port()
+    proc = subprocess.Popen([exe, '--port', str(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+                             '--dir', str(tmp_path_factory.mktemp('redis'))], stdout=subprocess.DEVNULL)
+    url = f'redis://127.0.0.1:{port}/0'
+    try:
+        for _ in range(200):
+            try:
+                if redis.Redis.from_url(url).ping(): break
+            except redis.ConnectionError: time.sleep(0.05)
+        else: raise RuntimeError('redis-server did not start')
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+@pytest.fixture(params=['sqlite', 'redis'])
+def store(request, tmp_path):
+    if request.param == 'sqlite': return SQLiteStore(str(tmp_path/'logins.db'))
+    url = request.getfixturevalue('redis_url')
+    return RedisStore(url, prefix=f'test-{os.urandom(4).hex()}:')  # each test its own keys
+
+def test_store_contract(store):
+    "Both stores: get, put with tags, find, pop, delete and expiry behave the same"
+    async def main():
+        await store.put('login', 'a1', dict(auth='ada'), 60, ['auth ada'])
+        await store.put('login', 'a2', dict(auth='ada', n=2), 60, ['auth ada', 'sid op s1'])
+        await store.put('login', 'b1', dict(auth='bob'), 60, ['auth bob'])
+        assert await store.get('login', 'a2') == dict(auth='ada', n=2)
+        assert sorted(await store.find('login', 'auth ada')) == ['a1', 'a2']
+        assert list(await store.find('login', 'sid op s1')) == ['a2']
+        assert await store.get('other-kind', 'a1') is None
+        assert await store.pop('login', 'a1') == dict(auth='ada')
+        assert await store.pop('login', 'a1') is None
+        assert list(await store.find('login', 'auth ada')) == ['a2']
+        assert await store.delete('login', ['a2', 'missing']) == 1
+        assert await store.find('login', 'auth ada') == {} and await store.delete('login', []) == 0
+        await store.put('login', 'short', dict(auth='cy'), 0.05, ['auth cy'])
+        assert await store.get('login', 'short') == dict(auth='cy')
+        await asyncio.sleep(0.15)
+        assert (await store.get('login', 'short'), await store.pop('login', 'short'), await store.find('login', 'auth cy')) == (None, None, {})
+    asyncio.run(main())
+
+def test_pop_has_one_winner(store):
+    "Of 50 concurrent pops of one record, exactly one gets it (what makes a one-time value one-time)"
+    async def main():
+        await store.put('once', 'k', dict(v=1), 60)
+        return await asyncio.gather(*[store.pop('once', 'k') for _ in range(50)])
+    got = asyncio.run(main())
+    assert [g for g in got if g] == [dict(v=1)]
+
+def test_login_sessions_on_redis_expire_and_end(redis_url):
+    async def main():
+        ls = LoginSessions(RedisStore(redis_url, prefix='ls-test:'), ttl=0.3, touch=0)
+        a, b = await ls.start('ada', agent='phone'), await ls.start('ada', agent='laptop')
+        assert [r['agent'] for r in await ls.of('ada')] == ['laptop', 'phone']
+        assert await ls.end(a, auth='bob') is False and await ls.end(a, auth='ada') is True
+        assert (await ls.check(a, 'ada'), (await ls.check(b, 'ada'))['agent']) == (None, 'laptop')
+        await asyncio.sleep(0.4)
+        assert await ls.check(b, 'ada') is None and await ls.of('ada') == []
+    asyncio.run(main())
+
+def test_two_processes_share_logins_in_redis(serve, scaleout, redis_url):
+    "Logged in through process A, a browser is let in by process B; logging out through A is refused by B at once"
+    pport, a_port, b_port = free_port(), free_port(), free_port()
+    dp = DevProvider(issuer=f'http://127.0.0.1:{pport}')
+    dp.register('app', 'app-secret', [f'http://127.0.0.1:{a_port}/redirect'])
+    serve(dp, port=pport)
+    env = dict(APP_SECRET='shared-secret', ISSUER=dp.issuer, BASE_URL=f'http://127.0.0.1:{a_port}', STORE=redis_url)
+    A, B = f'http://127.0.0.1:{a_port}', f'http://127.0.0.1:{b_port}'
+    scaleout(a_port, NAME='A', **env); scaleout(b_port, NAME='B', **env)
+    sub = dp.user_claims('ada@example.com')['sub']
+
+    def log_in(b):
+        link = re.search(r'href="(/redirect/start[^"]+)"', b.get(f'{A}/login').text)[1]
+        res = b.get(dp.approve(b.get(A + link).headers['location'], 'ada@example.com'))
+        assert (res.status_code, res.headers['location']) == (303, '/'), res.text[:300]
+
+    with httpx.Client(follow_redirects=False, timeout=10) as phone, httpx.Client(follow_redirects=False, timeout=10) as laptop:
+        log_in(phone)
+        assert f'B:{sub}' in phone.get(f'{B}/account').text
+        copy = httpx.Client(follow_redirects=False, timeout=10, cookies=phone.cookies)
+        assert f'B:{sub}' in copy.get(f'{B}/account').text
+        phone.post(f'{A}/logout')
+        assert copy.get(f'{B}/account').headers['location'] == '/login'  # the copied cookie, refused by the other process
+        log_in(phone); log_in(laptop)
+        assert [b.get(f'{B}/account').status_code for b in (phone, laptop)] == [200, 200]
+        assert 'id="ended">2<' in laptop.post(f'{B}/everywhere').text
+        assert [b.get(f'{A}/account').headers.get('location') for b in (phone, laptop)] == ['/login', '/login']
+        copy.close()
