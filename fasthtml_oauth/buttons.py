@@ -61,7 +61,7 @@ def ProviderIcon(name:str,            # A shipped icon (see `icon_names`)
              'aria-hidden': 'true', 'focusable': 'false'}
     return FT('svg', (NotStr(drawing),), attrs)  # made directly: FT's keyword arguments would lowercase `viewBox`
 
-# %% ../nbs/api/08_buttons.ipynb #e1b971ff
+# %% ../nbs/api/08_buttons.ipynb #d4584387
 @patch
 def login_button(self:OAuth, req,            # The request for the page showing the button
                  name:str|None=None,         # The provider's name; default from `brand`
@@ -72,7 +72,7 @@ def login_button(self:OAuth, req,            # The request for the page showing 
     default_name, default_icon = brand(self.cli)
     if icon is None: icon = default_icon
     if isinstance(icon, str): icon = ProviderIcon(icon)
-    return A(icon, text.format(name or default_name), href=self.login_link(req, **kwargs), cls='login-button')
+    return A(icon, text.replace('{}', name or default_name), href=self.login_link(req, **kwargs), cls='login-button')
 
 # %% ../nbs/api/08_buttons.ipynb #4ff01a67
 _css = """

@@ -45,21 +45,25 @@ class AppClient:
 
     def __repr__(self): return f"{type(self).__name__}(client_id={self.client_id!r})"
 
-# %% ../nbs/api/01_client.ipynb #b09a6ebe
+# %% ../nbs/api/01_client.ipynb #eae64bb3
 _re_env = re.compile(r'''(?:getenv|environ\.get)\(\s*['"](\w+)['"]|environ\[\s*['"](\w+)['"]''')
 
 def _unset_env() -> str:
     "For an error message: the environment variables read by the statement that made a client and not set"
-    f = sys._getframe(1)
-    while f and (isinstance(f.f_locals.get('self'), AppClient) or f.f_globals.get('__name__', '').startswith('fasthtml_oauth')):
-        f = f.f_back
-    if f is None: return ''
-    pos = inspect.getframeinfo(f).positions
-    src = ''.join(linecache.getlines(f.f_code.co_filename)[pos.lineno-1:(pos.end_lineno or pos.lineno)]) if pos else ''
-    names = [a or b for a, b in _re_env.findall(src) if not os.environ.get(a or b)]
+    try: names = _unset_names(sys._getframe(1))
+    except Exception: names = []  # odd callers (exec'd code, no source) get the plain message
     if not names: return ': is its environment variable set?'
     names = list(dict.fromkeys(names))
     return f": the environment variable{'s'[:len(names)-1]} {' and '.join(names)} {'is' if len(names) == 1 else 'are'} not set"
+
+# %% ../nbs/api/01_client.ipynb #e6a96826
+def _unset_names(f) -> list:
+    "The unset environment variables named in the source of the first frame from `f` outward that is not a client's"
+    while f and (isinstance(f.f_locals.get('self'), AppClient) or str(f.f_globals.get('__name__') or '').startswith('fasthtml_oauth')):
+        f = f.f_back
+    if f is None or not (pos := inspect.getframeinfo(f).positions) or not pos.lineno: return []
+    src = ''.join(linecache.getlines(f.f_code.co_filename)[pos.lineno-1:(pos.end_lineno or pos.lineno)])
+    return [a or b for a, b in _re_env.findall(src) if not os.environ.get(a or b)]
 
 # %% ../nbs/api/01_client.ipynb #4bcf96ba
 log = logging.getLogger('fasthtml_oauth')

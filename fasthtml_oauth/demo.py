@@ -22,7 +22,7 @@ from .oauth import OAuth
 from .devprovider import DevProvider
 from .buttons import LoginButtons
 
-# %% ../nbs/api/07_demo.ipynb #8dffcb2a
+# %% ../nbs/api/07_demo.ipynb #60b6af00
 providers = dict(google=GoogleAppClient, github=GitHubAppClient, huggingface=HuggingFaceClient, discord=DiscordAppClient,
                  gitlab=GitLabAppClient, microsoft=MicrosoftAppClient)
 
@@ -31,8 +31,9 @@ def demo_client(base:str,            # The demo's own URL, e.g. `'http://localho
                ) -> tuple:
     "The demo's client, its embedded `DevProvider` (or `None`), and the provider's name for the login button"
     env = os.environ if env is None else env
-    name, cid, secret = env.get('AUTH_PROVIDER', '').lower(), env.get('AUTH_CLIENT_ID'), env.get('AUTH_CLIENT_SECRET')
-    if not (name or cid or secret):
+    val = lambda k: (env.get(k) or '').strip()
+    name, cid, secret = val('AUTH_PROVIDER').lower(), val('AUTH_CLIENT_ID'), val('AUTH_CLIENT_SECRET')
+    if not any(k in env for k in ('AUTH_PROVIDER', 'AUTH_CLIENT_ID', 'AUTH_CLIENT_SECRET')):
         dp = DevProvider(issuer=base + '/dev-provider')
         dp.register('fasthtml-oauth-demo', secret := secrets.token_urlsafe(24), [base + '/redirect'])
         cli = OIDCAppClient('fasthtml-oauth-demo', secret, issuer=dp.issuer, transport=dp.transport)
@@ -40,16 +41,15 @@ def demo_client(base:str,            # The demo's own URL, e.g. `'http://localho
     if name not in providers | dict(auth0=1, oidc=1):
         raise SystemExit(f"Unknown AUTH_PROVIDER {name!r}: use one of {', '.join(list(providers) + ['auth0', 'oidc'])}")
     need = ['AUTH_CLIENT_ID', 'AUTH_CLIENT_SECRET'] + dict(auth0=['AUTH_DOMAIN'], oidc=['AUTH_ISSUER']).get(name, [])
-    if missing := [k for k in need if not env.get(k)]:
+    if missing := [k for k in need if not val(k)]:
         raise SystemExit(f"AUTH_PROVIDER={name} needs {' and '.join(missing)} set too (or unset AUTH_PROVIDER, AUTH_CLIENT_ID "
                          "and AUTH_CLIENT_SECRET to use the built-in DevProvider)")
-    if name == 'auth0': return Auth0AppClient(env['AUTH_DOMAIN'], cid, secret), None, 'Auth0'
-    if name == 'oidc':
-        return OIDCAppClient(cid, secret, issuer=env['AUTH_ISSUER']), None, urlsplit(env['AUTH_ISSUER']).netloc
+    if name == 'auth0': return Auth0AppClient(val('AUTH_DOMAIN'), cid, secret), None, 'Auth0'
+    if name == 'oidc': return OIDCAppClient(cid, secret, issuer=val('AUTH_ISSUER')), None, urlsplit(val('AUTH_ISSUER')).hostname
     label = name.title().replace('hub', 'Hub').replace('lab', 'Lab').replace('face', 'Face')
     return providers[name](cid, secret), None, label
 
-# %% ../nbs/api/07_demo.ipynb #d7d99a17
+# %% ../nbs/api/07_demo.ipynb #97178510
 static = Path(str(files('fasthtml_oauth')/'static'))  # htmx.min.js (htmx 2.0.7, from npm's htmx.org), demo.css, favicon.ico
 hdrs = [Meta(name='viewport', content='width=device-width, initial-scale=1'), Script(src='/htmx.min.js'),
         Link(rel='stylesheet', href='/demo.css'), Link(rel='icon', href='/favicon.ico')]
@@ -73,8 +73,8 @@ def make_app(base:str='http://localhost:5001', db:str=':memory:', env:dict|None=
 
     @app.get('/{fname:path}.{ext:static}')
     def asset(fname:str, ext:str):
-        name = f'{fname}.{ext}'
-        return FileResponse(static/name) if oauth._in_static(name) else Response('Not found', 404)
+        f = oauth.static_file(f'{fname}.{ext}')  # the file the gate let through, and no other
+        return FileResponse(f) if f else Response('Not found', 404)
 
     @app.get('/login')
     def login(req, session):
@@ -120,15 +120,19 @@ def _with_provider(app, dp):
     async def asgi(scope, receive, send):
         if scope['type'] == 'http' and (scope['path'] + '/').startswith(prefix + '/'): await dp(scope, receive, send)
         else: await app(scope, receive, send)
+    asgi.dev_provider = dp
     return asgi
 
-# %% ../nbs/api/07_demo.ipynb #6cdbf844
+# %% ../nbs/api/07_demo.ipynb #9128a603
 @call_parse
 def main(host:str='localhost',  # Interface to listen on (keep it loopback unless you mean to share it)
          port:int=5001,          # Port to listen on
          db:str=':memory:'):     # SQLite file for the counts (default: in memory)
     "Serve the demo app until Ctrl-C"
     base = f'http://{host}:{port}'
-    demo, _ = make_app(base, db)
+    demo, app = make_app(base, db)
+    if getattr(demo, 'dev_provider', None) and host not in ('localhost', '127.0.0.1', '::1'):
+        raise SystemExit("The built-in DevProvider lets anyone sign in as anyone: serve it on localhost only, or set AUTH_PROVIDER")
     print(f'Count demo: open {base}/ in your browser (Ctrl-C stops it)')
+    if getattr(demo, 'dev_provider', None): print('Signing in through the built-in DevProvider: any email will do')
     uvicorn.run(demo, host=host, port=port, log_level='warning')

@@ -155,7 +155,7 @@ async def _run(f, *args, **kw):
         res = await asyncio.get_running_loop().run_in_executor(hook_pool(), call)
     return await res if inspect.isawaitable(res) else res
 
-# %% ../nbs/api/04_oauth.ipynb #c05e49c8
+# %% ../nbs/api/04_oauth.ipynb #91a268ca
 def _htmx(req, res):
     "For htmx requests, turn a redirect into an `HX-Redirect` that htmx performs as a full navigation"
     if 'hx-request' in req.headers and isinstance(res, Response) and res.status_code in (301, 302, 303, 307, 308):
@@ -220,15 +220,17 @@ def _static(self:OAuth, scope) -> bool:
         if match != Match.FULL: continue
         if not _re_static.search(getattr(r, 'path', '')): return False
         p = child.get('path_params', {})
-        return self._in_static(f"{p.get('fname', '')}.{p.get('ext', '')}")
+        return self.static_file(f"{p.get('fname', '')}.{p.get('ext', '')}") is not None
     return False
 
 @patch
-def _in_static(self:OAuth, name:str) -> bool:
-    "Is `name` a file inside `static_path`, resolved on disk (no `..`, no absolute path, no symlink out of it)?"
-    if '..' in PurePosixPath(name).parts or '\\' in name or '\x00' in name: return False
-    f = (self.static_root / name.lstrip('/')).resolve()
-    return f.is_relative_to(self.static_root) and f.is_file()
+def static_file(self:OAuth, name:str) -> Path|None:
+    "The file inside `static_path` that `name` (a static route's path) names, resolved on disk, or `None`"
+    if len(name) > 1024 or '..' in PurePosixPath(name).parts or '\\' in name or '\x00' in name: return None
+    try: f = (self.static_root / name.lstrip('/')).resolve()
+    except (OSError, RuntimeError, ValueError): return None  # a symlink loop, a name the OS refuses
+    try: return f if f.is_relative_to(self.static_root) and f.is_file() else None
+    except (OSError, ValueError): return None  # too long a name: Python 3.11's `is_file` raises
 
 @patch
 def _instance(self:OAuth, session) -> 'OAuth':
