@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['DevProvider', 'DevTransport']
 
-# %% ../nbs/api/06_devprovider.ipynb #c4b4cd12
-import asyncio, base64, hashlib, hmac, re, secrets, threading, time
+# %% ../nbs/api/06_devprovider.ipynb #a742411b
+import asyncio, base64, hashlib, hmac, json, re, secrets, threading, time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode, urlsplit, unquote_plus, parse_qsl
@@ -14,7 +14,7 @@ from fastcore.basics import patch, store_attr
 
 import httpx
 from joserfc import jwt
-from joserfc.jwk import RSAKey, ECKey, KeySet
+from joserfc.jwk import RSAKey, ECKey, OctKey, KeySet
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -22,7 +22,7 @@ from fasthtml.common import to_xml, Html, Head, Title, Meta, Style, Body, Main, 
 from fasthtml.common import Code, Strong, Script
 from .core import pkce_challenge
 
-# %% ../nbs/api/06_devprovider.ipynb #61def216
+# %% ../nbs/api/06_devprovider.ipynb #4355c703
 class DevProvider:
     "A development OpenID provider; the instance is an ASGI app (`uvicorn.run(dp, ...)` serves it)"
     def __init__(self,
@@ -36,6 +36,7 @@ class DevProvider:
         self.clients, self.codes, self.spent, self.access, self.refresh, self.claims = {}, {}, {}, {}, {}, {}
         self.faults, self.latency, self.hang_for, self.hits = {}, {}, 30., Counter()
         self.id_token_claims, self.require_pkce = None, True
+        self.op_sessions, self.logouts, self.backchannel_transport = {}, [], None  # see "Logout" below
         self.rotate_keys(alg)
         base = urlsplit(self.issuer).path
         self.app = Starlette(routes=[Route(base + path, self._endpoint(name), methods=ms) for name, path, ms in _routes])
@@ -43,12 +44,16 @@ class DevProvider:
     async def __call__(self, scope, receive, send): await self.app(scope, receive, send)
     def __repr__(self): return f"DevProvider({self.issuer!r}, clients={list(self.clients)})"
 
-    def register(self, client_id:str, client_secret:str, redirect_uris:list[str]):
+    def register(self, client_id:str, client_secret:str, redirect_uris:list[str],
+                 post_logout_redirect_uris:list[str]=(),   # Where the client may send users back after logout
+                 backchannel_logout_uri:str|None=None):    # Where the provider POSTs logout tokens
         "Register a confidential client allowed to use exactly `redirect_uris`"
-        self.clients[client_id] = dict(secret=client_secret, redirect_uris=list(redirect_uris))
+        self.clients[client_id] = dict(secret=client_secret, redirect_uris=list(redirect_uris),
+                                       post_logout_redirect_uris=list(post_logout_redirect_uris),
+                                       backchannel_logout_uri=backchannel_logout_uri)
 
     def url(self, name:str) -> str:
-        "Full URL of endpoint `name` (`authorize`, `token`, `userinfo`, `jwks`, `revoke`, `discovery`)"
+        "Full URL of endpoint `name` (`authorize`, `token`, `userinfo`, `jwks`, `revoke`, `end_session`, `discovery`)"
         return self.issuer + dict((n, p) for n, p, _ in _routes)[name]
 
     @property
@@ -59,7 +64,8 @@ class DevProvider:
 
 _routes = [('discovery', '/.well-known/openid-configuration', ['GET']), ('jwks', '/jwks', ['GET']),
            ('authorize', '/authorize', ['GET', 'POST']), ('token', '/token', ['POST']),
-           ('userinfo', '/userinfo', ['GET', 'POST']), ('revoke', '/revoke', ['POST'])]
+           ('userinfo', '/userinfo', ['GET', 'POST']), ('revoke', '/revoke', ['POST']),
+           ('end_session', '/logout', ['GET', 'POST'])]
 
 # %% ../nbs/api/06_devprovider.ipynb #75094d77
 @patch
@@ -81,7 +87,7 @@ def jwks(self:DevProvider) -> dict:
     "The public JWKS the provider publishes"
     return KeySet([self.key]).as_dict(private=False)
 
-# %% ../nbs/api/06_devprovider.ipynb #8e5dc163
+# %% ../nbs/api/06_devprovider.ipynb #d65789be
 @patch
 def user_claims(self:DevProvider, email:str, name:str|None=None) -> dict:
     "The claims of the user signing in as `email`: `sub`, `email`, `email_verified`, `name`, and any in `claims[email]`"
@@ -89,12 +95,19 @@ def user_claims(self:DevProvider, email:str, name:str|None=None) -> dict:
     return dict(sub=sub, email=email, email_verified=True, name=name or email.split('@')[0]) | self.claims.get(email, {})
 
 @patch
-def id_token(self:DevProvider, client_id:str, user:dict, nonce:str|None=None) -> str:
+def _logs_out(self:DevProvider, client_id:str) -> bool:
+    "Did `client_id` register for logout (a post-logout redirect URI or a back-channel logout URI)?"
+    c = self.clients.get(client_id) or {}
+    return bool(c.get('post_logout_redirect_uris') or c.get('backchannel_logout_uri'))
+
+@patch
+def id_token(self:DevProvider, client_id:str, user:dict, nonce:str|None=None, sid:str|None=None) -> str:
     "A signed id_token for `user` (claims from `user_claims`), altered as `faults['id_token']` asks"
     now, key = int(time.time()), self.key
     if self.id_token_claims is not None: user = {k: v for k, v in user.items() if k in self.id_token_claims}
     c = dict(iss=self.issuer, aud=client_id, iat=now, exp=now + 600, auth_time=now) | user
     if nonce: c['nonce'] = nonce
+    if sid and self._logs_out(client_id): c['sid'] = sid  # the provider session, for clients that take part in logout
     match self.faults.get('id_token'):
         case 'wrong_iss': c['iss'] = 'https://wrong-issuer.example'
         case 'wrong_aud': c['aud'] = 'another-client'
@@ -103,13 +116,13 @@ def id_token(self:DevProvider, client_id:str, user:dict, nonce:str|None=None) ->
         case 'bad_signature': key = self._rogue
     return jwt.encode(dict(alg=self.alg, kid=key.kid, typ='JWT'), c, key)
 
-# %% ../nbs/api/06_devprovider.ipynb #b3cbd786
+# %% ../nbs/api/06_devprovider.ipynb #941c41b6
 _dev_note = 'DevProvider: a development OpenID provider. Anyone can sign in as anyone; never use it in production.'
 
 @patch
 def _endpoint(self:DevProvider, name:str):
     "The handler for endpoint `name`, with latency and forced faults applied"
-    handler = getattr(self, '_' + name)
+    # looked up per request, so endpoints patched on later (as in this notebook) work on providers made before
     async def endpoint(req):
         self.hits[name] += 1
         delay = self.latency.get(name, 0) if isinstance(self.latency, dict) else self.latency
@@ -121,12 +134,12 @@ def _endpoint(self:DevProvider, name:str):
                 res = Response('Gateway Timeout (forced by DevProvider)', 504)
             case 'malformed_json': res = Response('{"access_token": "unterminated', media_type='application/json')
             case 'error_200': res = JSONResponse(dict(error='server_error', error_description='Forced by DevProvider'))
-            case _: res = await handler(req)
+            case _: res = await getattr(self, '_' + name)(req)
         res.headers['X-Dev-Provider'] = _dev_note
         return res
     return endpoint
 
-# %% ../nbs/api/06_devprovider.ipynb #9a167b00
+# %% ../nbs/api/06_devprovider.ipynb #b03ff4b7
 @patch
 async def _discovery(self:DevProvider, req):
     u = self.url
@@ -142,12 +155,13 @@ async def _discovery(self:DevProvider, req):
         code_challenge_methods_supported=['S256'],
         claims_supported=['sub', 'iss', 'aud', 'exp', 'iat', 'nonce', 'email', 'email_verified', 'name', 'address',
                           'phone_number'],
-        authorization_response_iss_parameter_supported=True, service_documentation=_dev_note))
+        authorization_response_iss_parameter_supported=True, service_documentation=_dev_note,
+        end_session_endpoint=u('end_session'), backchannel_logout_supported=True, backchannel_logout_session_supported=True))
 
 @patch
 async def _jwks(self:DevProvider, req): return JSONResponse(self.jwks)
 
-# %% ../nbs/api/06_devprovider.ipynb #afca4efc
+# %% ../nbs/api/06_devprovider.ipynb #328e5639
 _authz_params = ('client_id', 'redirect_uri', 'response_type', 'scope', 'state', 'nonce', 'code_challenge',
                  'code_challenge_method', 'response_mode')
 _re_email = re.compile(r'^[^@\s<>"]{1,64}@[^@\s<>"]{1,190}$')
@@ -208,10 +222,11 @@ async def _authorize(self:DevProvider, req):
 def _approve(self:DevProvider, p:dict, email:str, name:str|None, status:int=302) -> Response:
     "Issue a code for `email` and send it back to the app"
     if not _re_email.match(email or ''): return self._page('Sign in', P('That is not an email address.'), status=400)
-    code = secrets.token_urlsafe(24)
+    code, sid = secrets.token_urlsafe(24), secrets.token_urlsafe(12)
     user = self.user_claims(email, (name or '')[:100] or None)
+    self.op_sessions[sid] = dict(sub=user['sub'], clients=[p['client_id']])  # each sign-in is a provider session
     self.codes[code] = dict(client_id=p['client_id'], redirect_uri=p['redirect_uri'], challenge=p.get('code_challenge'),
-                            nonce=p.get('nonce'), scope=p.get('scope', ''), user=user, exp=time.time() + self.code_ttl)
+                            nonce=p.get('nonce'), scope=p.get('scope', ''), user=user, exp=time.time() + self.code_ttl, sid=sid)
     return self._answer(p, status, code=code)
 
 # %% ../nbs/api/06_devprovider.ipynb #f23805bc
@@ -227,7 +242,7 @@ def approve(self:DevProvider, url:str, email:str, name:str|None=None, deny:bool=
         raise ValueError(f"The provider did not send the browser back (HTTP {res.status_code})")
     return res.headers['location']
 
-# %% ../nbs/api/06_devprovider.ipynb #3970d6f0
+# %% ../nbs/api/06_devprovider.ipynb #c44238d7
 def _oauth_error(error:str, description:str, status:int=400) -> JSONResponse:
     return JSONResponse(dict(error=error, error_description=description), status, headers={'Cache-Control': 'no-store'})
 
@@ -251,7 +266,7 @@ async def _token(self:DevProvider, req):
     if f.get('grant_type') == 'refresh_token':
         r = self.refresh.get(f.get('refresh_token', ''))
         if not r or r['client_id'] != cid: return _oauth_error('invalid_grant', 'Unknown or revoked refresh token')
-        return self._grant(cid, r['user'], r['scope'], None, f['refresh_token'])[0]
+        return self._grant(cid, r['user'], r['scope'], None, f['refresh_token'], r.get('sid'))[0]
     if f.get('grant_type') != 'authorization_code':
         return _oauth_error('unsupported_grant_type', 'Use authorization_code or refresh_token')
     code = f.get('code', '')
@@ -265,17 +280,17 @@ async def _token(self:DevProvider, req):
         return _oauth_error('invalid_grant', 'redirect_uri differs from the login request')
     if c['challenge'] and not hmac.compare_digest(pkce_challenge(f.get('code_verifier', '')), c['challenge']):
         return _oauth_error('invalid_grant', 'PKCE verification failed')
-    res, self.spent[code] = self._grant(cid, c['user'], c['scope'], c['nonce'])
+    res, self.spent[code] = self._grant(cid, c['user'], c['scope'], c['nonce'], sid=c['sid'])
     return res
 
 @patch
-def _grant(self:DevProvider, cid, user, scope, nonce, rt=None) -> tuple:
+def _grant(self:DevProvider, cid, user, scope, nonce, rt=None, sid=None) -> tuple:
     "Issue an access token (a refresh token unless refreshing, an id_token for `openid`): the answer, and the tokens"
     at, rt = secrets.token_urlsafe(24), rt or secrets.token_urlsafe(32)
-    self.refresh.setdefault(rt, dict(client_id=cid, user=user, scope=scope))
+    self.refresh.setdefault(rt, dict(client_id=cid, user=user, scope=scope, sid=sid))
     self.access[at] = dict(client_id=cid, user=user, scope=scope, exp=time.time() + self.token_ttl, refresh_token=rt)
     body = dict(access_token=at, token_type='Bearer', expires_in=self.token_ttl, refresh_token=rt, scope=scope)
-    if 'openid' in scope.split(): body['id_token'] = self.id_token(cid, user, nonce)
+    if 'openid' in scope.split(): body['id_token'] = self.id_token(cid, user, nonce, sid)
     return JSONResponse(body, headers={'Cache-Control': 'no-store', 'Pragma': 'no-cache'}), (at, rt)
 
 # %% ../nbs/api/06_devprovider.ipynb #675aa914
@@ -326,3 +341,87 @@ def transport(self:DevProvider) -> DevTransport:
     "An httpx transport into this provider, for in-process use"
     if not hasattr(self, '_transport'): self._transport = DevTransport(self)
     return self._transport
+
+# %% ../nbs/api/06_devprovider.ipynb #0b113cce
+_bcl_event = 'http://schemas.openid.net/event/backchannel-logout'
+
+def _unsigned(claims:dict) -> str:
+    "A JWT with `alg: none`, which no client may accept"
+    part = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b'=').decode()
+    return f"{part(dict(alg='none', typ='logout+jwt'))}.{part(claims)}."
+
+# %% ../nbs/api/06_devprovider.ipynb #eb89a206
+@patch
+def logout_token(self:DevProvider, client_id:str, sub:str|None, sid:str|None) -> str:
+    "A signed back-channel logout token for `client_id`, altered as `faults['logout_token']` asks"
+    now, key = int(time.time()), self.key
+    c = dict(iss=self.issuer, aud=client_id, iat=now, exp=now + 120, jti=secrets.token_urlsafe(16), events={_bcl_event: {}})
+    c |= {k: v for k, v in dict(sub=sub, sid=sid).items() if v}
+    match self.faults.get('logout_token'):
+        case 'alg_none': return _unsigned(c)
+        case 'wrong_alg': return jwt.encode(dict(alg='HS256', typ='logout+jwt'), c, OctKey.generate_key(256))
+        case 'bad_signature': key = self._rogue
+        case 'no_event': del c['events']
+        case 'wrong_event': c['events'] = {'http://schemas.openid.net/event/another-event': {}}
+        case 'with_nonce': c['nonce'] = 'a-nonce'
+        case 'wrong_aud': c['aud'] = 'another-client'
+        case 'wrong_iss': c['iss'] = 'https://wrong-issuer.example'
+        case 'no_sub_sid': c.pop('sub', None); c.pop('sid', None)
+    return jwt.encode(dict(alg=self.alg, kid=key.kid, typ='logout+jwt'), c, key)
+
+# %% ../nbs/api/06_devprovider.ipynb #49c17326
+@patch
+async def end_provider_session(self:DevProvider, sid:str) -> list:
+    "End provider session `sid` and POST a logout token to each client in it that has a back-channel URI: their answers"
+    s, res = self.op_sessions.pop(sid, None), []
+    for cid in (s or {}).get('clients', []):
+        if not (uri := self.clients.get(cid, {}).get('backchannel_logout_uri')): continue
+        try:
+            async with httpx.AsyncClient(transport=self.backchannel_transport, timeout=5) as c:
+                r = await c.post(uri, data=dict(logout_token=self.logout_token(cid, s['sub'], sid)))
+            res.append(dict(client_id=cid, sid=sid, status=r.status_code, body=r.text[:300]))
+        except httpx.HTTPError as e: res.append(dict(client_id=cid, sid=sid, status=None, body=type(e).__name__))
+    self.logouts.extend(res)
+    return res
+
+@patch
+async def end_sessions_of(self:DevProvider, email:str) -> list:
+    "End every provider session of the user `email` (an administrator's logout): the clients' answers"
+    sub = self.user_claims(email)['sub']
+    return [r for sid in [k for k, v in self.op_sessions.items() if v['sub'] == sub] for r in await self.end_provider_session(sid)]
+
+# %% ../nbs/api/06_devprovider.ipynb #2bb8c075
+@patch
+def _hint(self:DevProvider, token:str|None) -> dict|None:
+    "The claims of `token` if it is an id_token this provider signed with its current key, else `None`"
+    try: c = jwt.decode(token, self.key).claims
+    except Exception: return None
+    return c if c.get('iss') == self.issuer else None
+
+@patch
+async def _end_session(self:DevProvider, req):
+    sent = await req.form() if req.method == 'POST' else req.query_params
+    p = {k: v for k in ('id_token_hint', 'post_logout_redirect_uri', 'state', 'client_id') if isinstance(v := sent.get(k), str) and v}
+    hint = self._hint(p.get('id_token_hint'))
+    if 'id_token_hint' in p and hint is None:
+        return self._page('Logout refused', P('The id_token_hint is not an id_token of this provider.'), status=400)
+    cid, uri = p.get('client_id') or (hint or {}).get('aud'), p.get('post_logout_redirect_uri')
+    if uri and uri not in self.clients.get(cid, {}).get('post_logout_redirect_uris', []):
+        return self._page('Logout refused', P('The app asked to be sent back to an address it did not register.'), status=400)
+    if req.method == 'GET':  # confirm first, in a form
+        hidden = [Input(type='hidden', name=k, value=v) for k, v in p.items()]
+        return self._page('Log out', P('Log out of the development provider?'),
+                          Form(*hidden, Button('Log out', type='submit'), method='post', action=self.url('end_session')))
+    if hint and hint.get('sid'): await self.end_provider_session(hint['sid'])
+    if not uri: return self._page('Logged out', P('You are logged out of the development provider.'))
+    state = dict(other_state='not-the-state-you-sent', no_state=None).get(self.faults.get('end_session'), p.get('state'))
+    return RedirectResponse(uri + (('&' if '?' in uri else '?') + urlencode(dict(state=state)) if state else ''), 303)
+
+@patch
+def confirm_logout(self:DevProvider, url:str) -> str:
+    "Confirm the logout at link `url` as the user would: where the provider sends the browser next"
+    if not url.startswith(self.url('end_session')): raise ValueError(f"Not a logout link for {self.issuer}")
+    with httpx.Client(transport=self.transport, base_url=self.issuer) as c:
+        res = c.post(self.url('end_session'), data=dict(parse_qsl(urlsplit(url).query)))
+    if res.status_code != 303: raise ValueError(f"The provider did not send the browser back (HTTP {res.status_code})")
+    return res.headers['location']

@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['safe_next', 'OAuth', 'hook_pool', 'Gate', 'SessionLogins']
 
-# %% ../nbs/api/04_oauth.ipynb #e6bbecae
+# %% ../nbs/api/04_oauth.ipynb #e04f4b78
 import asyncio, base64, contextvars, hashlib, hmac, inspect, json, re, secrets, time
 from pathlib import Path, PurePosixPath
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, parse_qsl
 import itsdangerous
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response, JSONResponse
 from starlette.middleware import Middleware
 from starlette.requests import Request, HTTPConnection
 from starlette.routing import Match, Route, get_route_path
@@ -23,7 +23,7 @@ from fastcore.basics import patch, store_attr
 from .core import *
 from .client import *
 from .sessions import LoginSessions, SQLiteStore
-from .core import _re_host
+from .core import _re_host, _finite
 
 # %% ../nbs/api/04_oauth.ipynb #7aa42d34
 def safe_next(path:str|None) -> str|None:
@@ -34,7 +34,7 @@ def safe_next(path:str|None) -> str|None:
         if urlsplit(p).netloc or urlsplit(p).scheme: return None
     return path
 
-# %% ../nbs/api/04_oauth.ipynb #f2193a48
+# %% ../nbs/api/04_oauth.ipynb #5170ec27
 class OAuth:
     "Login through `cli` for FastHTML `app`: login-start, callback and logout routes, and a gate before every other path"
     def __init__(self, app, cli,
@@ -56,7 +56,9 @@ class OAuth:
                  hosts:list|None=None,         # `host[:port]`s the app is served at; no redirect URI is built for others
                  proxies:list|None=None,       # IPs of your reverse proxies, whose `X-Forwarded-Host`/`-Proto` count
                  pace:bool=False,              # Login steps take turns, so bursts of logins slow pages less
-                 login_sessions='oauth_logins.db'):  # `LoginSessions`, a store, or an SQLite file; `None`: cookie only
+                 login_sessions='oauth_logins.db',  # `LoginSessions`, a store, or an SQLite file; `None`: cookie only
+                 provider_logout:bool=False,        # Logout also ends the session at the provider (OpenID providers)
+                 backchannel_path:str|bool|None=None):  # Back-channel logout route; default `redir_path + '/backchannel-logout'`
         _check_joining(getattr(app, '_oauth_gate', None), redir_path, ns)
         store_attr('app,cli,redir_path,error_path,logout_path,login_path,https,http_patterns,redir_method,ns,pace')
         if isinstance(hosts, str) or isinstance(proxies, str): raise TypeError("`hosts` and `proxies` are lists, not strings")
@@ -67,21 +69,21 @@ class OAuth:
         self.start_path = start_path or redir_path.rstrip('/') + '/start'
         self.pending_logins = SessionLogins(max_pending, login_ttl)  # where logins in progress wait for their callback
         self.login_sessions = _login_sessions(login_sessions)        # where finished logins live until they end
+        self._logout_options(provider_logout, backchannel_path)
         self.signer = itsdangerous.URLSafeTimedSerializer(app.secret_key, salt='fasthtml-oauth-login-link' + redir_path)
         self._token_param = 'token' in inspect.signature(self.get_auth).parameters
         self._route(redir_path, self._callback, ['POST' if redir_method == 'post' else 'GET'])
         self._route(self.start_path, self._start, ['GET'])
         app.route(logout_path, methods=['get', 'post'])(self._logout)
+        if self.provider_logout: self._route(self.logout_done_path, self._logout_done, ['GET'])
+        if self.backchannel_path: self._route(self.backchannel_path, self._backchannel, ['POST'])
         self._gate(skip or [])
 
     def redir_url(self, req) -> str:
         "The redirect URI: the same for the link and the exchange"
-        if self.base_url: return self._tell(self.base_url + self.redir_path)
-        host, scheme = self._host(req)
-        if not scheme: scheme = 'http' if any(re.match(p, host) for p in self.http_patterns) or not self.https else 'https'
-        return self._tell(f"{scheme}://{host}{self.redir_path}", self.hosts is not None or hostname(host) in loopback_hosts)
+        return self._tell(*self._url(req, self.redir_path))
 
-# %% ../nbs/api/04_oauth.ipynb #52d9b453
+# %% ../nbs/api/04_oauth.ipynb #fa356bee
 def _last(req, name:str) -> str:
     "The last entry of a forwarded header: the one the nearest proxy, which the app trusts, wrote"
     return req.headers.get(name, '').split(',')[-1].strip()
@@ -105,6 +107,14 @@ def _host(self:OAuth, req) -> tuple:
         self._warned = True
         log.warning("The redirect URI comes from the request's Host (%s): set OAuth's base_url or hosts", host)
     return host, scheme
+
+@patch
+def _url(self:OAuth, req, path:str) -> tuple:
+    "The full URL of `path` on this app as the browser reaches it, and whether its host is one the app names"
+    if self.base_url: return self.base_url + path, True
+    host, scheme = self._host(req)
+    if not scheme: scheme = 'http' if any(re.match(p, host) for p in self.http_patterns) or not self.https else 'https'
+    return f"{scheme}://{host}{path}", self.hosts is not None or hostname(host) in loopback_hosts
 
 @patch
 def _tell(self:OAuth, uri:str, known:bool=True) -> str:
@@ -155,7 +165,7 @@ async def _run(f, *args, **kw):
         res = await asyncio.get_running_loop().run_in_executor(hook_pool(), call)
     return await res if inspect.isawaitable(res) else res
 
-# %% ../nbs/api/04_oauth.ipynb #91a268ca
+# %% ../nbs/api/04_oauth.ipynb #081a18ff
 def _htmx(req, res):
     "For htmx requests, turn a redirect into an `HX-Redirect` that htmx performs as a full navigation"
     if 'hx-request' in req.headers and isinstance(res, Response) and res.status_code in (301, 302, 303, 307, 308):
@@ -173,7 +183,9 @@ class Gate:
 
 @patch
 def _skips(self:OAuth) -> list:
-    return [re.escape(p) for p in (self.redir_path, self.start_path, self.error_path, self.logout_path, self.login_path)]
+    paths = (self.redir_path, self.start_path, self.error_path, self.logout_path, self.login_path,
+             self.logout_done_path if self.provider_logout else None, self.backchannel_path)
+    return [re.escape(p) for p in paths if p]
 
 @patch
 def _gate(self:OAuth, skip:list):
@@ -407,7 +419,7 @@ async def _start(self:OAuth, req, session):
     except Exception as e: return self._fail(session, e)
     return RedirectResponse(lr.url, status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #8c9a7d59
+# %% ../nbs/api/04_oauth.ipynb #74fe5175
 @patch
 def _fail(self:OAuth, session, err:Exception):
     "Send the browser to the error page with a safe message"
@@ -480,19 +492,86 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginReq
     auth = session.get('auth') or (f'{self.ns}:{ident}' if self.ns else ident)
     req.scope['auth'], session['auth'], session['oauth_via'] = auth, auth, self.redir_path
     if self.login_sessions is not None:
-        session['oauth_login'] = await self.login_sessions.start(auth, self.redir_path, getattr(self.cli, 'issuer', None),
-                                                                 info.get('sub'), info.get('sid'), req.headers.get('user-agent'))
+        session['oauth_login'] = await self.login_sessions.start(auth, self.redir_path, info.get('iss') or getattr(self.cli, 'issuer', None),
+                                                                 info.get('sub'), info.get('sid'), req.headers.get('user-agent'),
+                                                                 tok.get('id_token'))
     if isinstance(res, Response): return res
     return RedirectResponse(safe_next(nxt) or '/', status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #e1695842
+# %% ../nbs/api/04_oauth.ipynb #d59921b0
 @patch
 async def _logout(self:OAuth, req, session):
-    if (ls := self._instance(session).login_sessions) is not None and session.get('oauth_login'):
-        try: await ls.end(session['oauth_login'])
+    me, rec = self._instance(session), None
+    if (ls := me.login_sessions) is not None and session.get('oauth_login'):
+        try: rec = await ls.take(session['oauth_login'])
         except Exception: log.exception("Could not end the login session at logout")  # the cookie is cleared all the same
     session.clear()
+    if me.provider_logout and rec: return _htmx(req, await me._to_provider_logout(req, session, rec))
+    return _htmx(req, await _run(me.logout, session))
+
+# %% ../nbs/api/04_oauth.ipynb #c215c645
+@patch
+def _logout_options(self:OAuth, provider_logout:bool, backchannel_path):
+    "Check and keep the logout options: provider logout needs an OpenID client and login sessions"
+    self.provider_logout, self.logout_done_path = bool(provider_logout), self.logout_path.rstrip('/') + '/done'
+    if provider_logout and not hasattr(self.cli, 'logout_link_flow'):
+        raise ValueError(f"{type(self.cli).__name__} cannot end sessions at its provider: only OpenID providers offer logout")
+    if provider_logout and self.login_sessions is None:
+        raise ValueError("provider_logout needs login_sessions: each login's id_token is kept there for the logout")
+    if backchannel_path is None and hasattr(self.cli, 'logout_token_flow') and self.login_sessions is not None:
+        backchannel_path = self.redir_path.rstrip('/') + '/backchannel-logout'
+    self.backchannel_path = backchannel_path or None
+
+@patch
+async def _to_provider_logout(self:OAuth, req, session, rec:dict) -> Response:
+    "Send the browser to the provider's logout, with a fresh `state` kept in the (cleared) session"
+    state = secrets.token_urlsafe(16)
+    try: url = await self.cli.logout_link_async(self._url(req, self.logout_done_path)[0], rec.get('id_token'), state)
+    except OAuthError as e: return self._fail(session, OAuthError(f"You are logged out of this site, but not at the provider: {e}"))
+    except Exception as e: return self._fail(session, e)
+    session['oauth_logout'] = state
+    return RedirectResponse(url, status_code=303)
+
+@patch
+async def _logout_done(self:OAuth, req, session):
+    "The provider's answer to a logout: the `logout` hook's answer if its `state` is the one this browser sent"
+    sent, want = req.query_params.get('state'), session.pop('oauth_logout', None)
+    if not (sent and want and hmac.compare_digest(sent.encode(), want.encode())):
+        return self._fail(session, StateError("You are logged out of this site, but the provider's answer to the logout "
+                                              "does not match the logout this browser asked for"))
     return _htmx(req, await _run(self.logout, session))
+
+# %% ../nbs/api/04_oauth.ipynb #29ad15ab
+_max_logout_body = 64 * 1024
+
+async def _logout_token(req) -> str:
+    "The `logout_token` of a back-channel logout POST, read with a cap on its size; `ValueError` for anything else"
+    if req.headers.get('content-type', '').split(';')[0].strip().lower() != 'application/x-www-form-urlencoded':
+        raise ValueError("Send the logout_token as application/x-www-form-urlencoded")
+    body = b''
+    async for chunk in req.stream():
+        if len(body := body + chunk) > _max_logout_body: raise ValueError("The request is too large")
+    tok = dict(parse_qsl(body.decode('utf-8', 'replace'), max_num_fields=10)).get('logout_token')
+    if not tok: raise ValueError("The request has no logout_token")
+    return tok
+
+@patch
+async def _backchannel(self:OAuth, req, session):
+    "End the logins a valid back-channel logout token names: 200, or 400 with a JSON error"
+    refuse = lambda why: JSONResponse(dict(error='invalid_request', error_description=why), 400, headers={'Cache-Control': 'no-store'})
+    try: c = await self.cli.arun(self.cli.logout_token_flow(await _logout_token(req)))
+    except ValueError as e: return refuse(str(e))
+    except OAuthError as e: return refuse(safe_text(str(e), 200))
+    ls, jti = self.login_sessions, hashlib.sha256(f"{c['iss']} {c['jti']}".encode()).hexdigest()
+    try:
+        if await ls.store.get('logout-jti', jti) is not None: return refuse("This logout token was already used")
+        await ls.store.put('logout-jti', jti, {}, max(600., (c['exp'] if _finite(c.get('exp')) else 0) - time.time() + 600))
+        n = await ls.end_provider_session(c['iss'], sid=c.get('sid'), sub=None if c.get('sid') else c.get('sub'))
+    except Exception:
+        log.exception("The login sessions' store failed during a back-channel logout")
+        return JSONResponse(dict(error='temporarily_unavailable'), 503, headers={'Cache-Control': 'no-store'})
+    log.info("Back-channel logout from %s ended %d login(s)", c['iss'], n)
+    return Response(status_code=200, headers={'Cache-Control': 'no-store'})
 
 # %% ../nbs/api/04_oauth.ipynb #9f36a86f
 @patch

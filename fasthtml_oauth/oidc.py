@@ -4,10 +4,12 @@
 
 # %% auto #0
 __all__ = ['signing_algs', 'IssuerMismatch', 'IdTokenSignatureError', 'UnknownKeyError', 'IdTokenIssuerError',
-           'IdTokenAudienceError', 'IdTokenExpiredError', 'IdTokenNotYetValidError', 'OIDCAppClient']
+           'IdTokenAudienceError', 'IdTokenExpiredError', 'IdTokenNotYetValidError', 'OIDCAppClient',
+           'LogoutTokenError']
 
-# %% ../nbs/api/02_oidc.ipynb #5ad558ee
+# %% ../nbs/api/02_oidc.ipynb #2ad015d7
 import base64, hmac, json, re, time
+from urllib.parse import urlencode
 from functools import cache
 from fastcore.basics import patch
 from .core import *
@@ -286,3 +288,49 @@ def check_iss(self:OIDCAppClient, iss:str|None):
             raise IssuerMismatch("The callback does not say which provider sent it (no iss)")
     elif iss != self.issuer:
         raise IssuerMismatch(f"The callback comes from issuer {safe_text(iss, 100)!r}, not {self.issuer!r}")
+
+# %% ../nbs/api/02_oidc.ipynb #a8bc5ef9
+class LogoutTokenError(OAuthError):
+    "A back-channel logout token failed one of the checks of OpenID Connect Back-Channel Logout 1.0"
+    error = 'invalid_request'
+
+@patch
+def logout_link_flow(self:OIDCAppClient, post_logout_redirect_uri:str|None=None, id_token_hint:str|None=None,
+                     state:str|None=None) -> str:
+    "The URL that ends the user's session at the provider, and sends the browser back to `post_logout_redirect_uri`"
+    meta = yield from self.discovery_flow()
+    if not isinstance(url := meta.get('end_session_endpoint'), str) or not url:
+        raise OAuthError(f"{self.issuer} offers no logout: its discovery document has no end_session_endpoint")
+    q = dict(client_id=self.client_id, id_token_hint=id_token_hint, post_logout_redirect_uri=post_logout_redirect_uri, state=state)
+    return check_url(url, 'end_session_endpoint') + ('&' if '?' in url else '?') + urlencode({k: v for k, v in q.items() if v})
+twins(OIDCAppClient, 'logout_link_flow', 'logout_link')
+
+# %% ../nbs/api/02_oidc.ipynb #87f82398
+_bcl_event = 'http://schemas.openid.net/event/backchannel-logout'
+
+def _as_logout_error(f):
+    "Run `f()`, turning the id_token errors of the shared checks into `LogoutTokenError`s that name the logout token"
+    try: return f()
+    except IdTokenError as e: raise LogoutTokenError(str(e).replace('id_token', 'logout token')) from None
+
+def _check_logout(c:dict, leeway:float):
+    "The claims only a logout token has, and the one it must not have"
+    if not _finite(c.get('iat')) or c['iat'] - leeway > time.time(): raise LogoutTokenError("The logout token's iat is missing or in the future")
+    if _finite(c.get('exp')) and c['exp'] + leeway < time.time(): raise LogoutTokenError("The logout token has expired")
+    if 'nonce' in c: raise LogoutTokenError("A logout token must not carry a nonce (an id_token is not a logout token)")
+    if not isinstance(ev := c.get('events'), dict) or not isinstance(ev.get(_bcl_event), dict):
+        raise LogoutTokenError("The logout token does not carry the back-channel logout event")
+    if not any(isinstance(c.get(k), str) and c[k] for k in ('sub', 'sid')): raise LogoutTokenError("The logout token names neither a user (sub) nor a session (sid)")
+    if not isinstance(c.get('jti'), str) or not c['jti']: raise LogoutTokenError("The logout token has no jti")
+
+@patch
+def logout_token_flow(self:OIDCAppClient, logout_token:str) -> dict:
+    "The claims of a back-channel `logout_token` after every check of OpenID Connect Back-Channel Logout 1.0 §2.6"
+    yield from self.discovery_flow()
+    h = _as_logout_error(lambda: self._header(logout_token))
+    keys = yield from self.jwks_flow(h.get('kid'))
+    c = _as_logout_error(lambda: _signed_claims(h, keys, logout_token))
+    _as_logout_error(lambda: self._check_parties(c))
+    _check_logout(c, self.leeway)
+    return c
+twins(OIDCAppClient, 'logout_token_flow', 'verify_logout_token')

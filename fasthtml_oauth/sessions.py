@@ -5,15 +5,15 @@
 # %% auto #0
 __all__ = ['SQLiteStore', 'RedisStore', 'LoginSessions']
 
-# %% ../nbs/api/09_sessions.ipynb #2343d8b8
+# %% ../nbs/api/09_sessions.ipynb #20332aa1
 import asyncio, json, secrets, threading, time, weakref
 from fastcore.basics import patch
-from fastlite import database
 
-# %% ../nbs/api/09_sessions.ipynb #344b6ff8
+# %% ../nbs/api/09_sessions.ipynb #7e3201f5
 class SQLiteStore:
     "Records in SQLite through fastlite: a file shared by an app's processes, or `':memory:'`"
     def __init__(self, path:str='oauth_logins.db'):  # The database file (created if missing)
+        from fastlite import database  # here, not at import: apps that import `fasthtml.common` have it loaded already
         self.path, self.lock = path, threading.Lock()
         self.db = database(path)
         if path != ':memory:': self.db.execute('pragma journal_mode=wal')  # readers never wait for a writer
@@ -150,13 +150,14 @@ class LoginSessions:
         return ([f"auth {rec['auth']}"] + ([f"sid {iss} {rec['sid']}"] if rec.get('sid') else [])
                 + ([f"sub {iss} {rec['sub']}"] if rec.get('sub') else []))
 
-# %% ../nbs/api/09_sessions.ipynb #991fac84
+# %% ../nbs/api/09_sessions.ipynb #d37ed3a0
 @patch
 async def start(self:LoginSessions, auth, via:str|None=None, iss:str|None=None, sub:str|None=None,
-                sid:str|None=None, agent:str|None=None) -> str:
+                sid:str|None=None, agent:str|None=None, id_token:str|None=None) -> str:
     "Record a new login of `auth`; its id, for the cookie"
     now, id = time.time(), secrets.token_urlsafe(24)
-    rec = dict(id=id, auth=auth, via=via, iss=iss, sub=sub, sid=sid, agent=(agent or '')[:200] or None, created=now, seen=now)
+    rec = dict(id=id, auth=auth, via=via, iss=iss, sub=sub, sid=sid, agent=(agent or '')[:200] or None, created=now, seen=now,
+               id_token=id_token)  # the `id_token_hint` of a logout at the provider
     await self.store.put(self.kind, id, rec, self.ttl, self._tags(rec))
     return id
 
@@ -171,11 +172,12 @@ async def check(self:LoginSessions, id:str|None, auth) -> dict|None:
         if (left := rec['created'] + self.ttl - now) > 0: await self.store.put(self.kind, id, rec, left, self._tags(rec))
     return rec
 
-# %% ../nbs/api/09_sessions.ipynb #f5c40a77
+# %% ../nbs/api/09_sessions.ipynb #2dd7e12e
 @patch
 async def of(self:LoginSessions, auth) -> list:
     "The live logins of `auth`, most recently seen first (for a page listing where they are logged in)"
-    return sorted((await self.store.find(self.kind, f'auth {auth}')).values(), key=lambda r: -r['seen'])
+    recs = (await self.store.find(self.kind, f'auth {auth}')).values()
+    return sorted(({k: v for k, v in r.items() if k != 'id_token'} for r in recs), key=lambda r: -r['seen'])
 
 @patch
 async def end(self:LoginSessions, id:str|None, auth=None) -> bool:
@@ -183,6 +185,11 @@ async def end(self:LoginSessions, id:str|None, auth=None) -> bool:
     if not isinstance(id, str) or not id: return False
     if auth is not None and ((rec := await self.store.get(self.kind, id)) is None or rec.get('auth') != auth): return False
     return await self.store.delete(self.kind, [id]) > 0
+
+@patch
+async def take(self:LoginSessions, id:str|None) -> dict|None:
+    "End the login `id` and return its record (for a logout at the provider, which needs its id_token), or `None`"
+    return await self.store.pop(self.kind, id) if isinstance(id, str) and id else None
 
 @patch
 async def end_all(self:LoginSessions, auth) -> int:

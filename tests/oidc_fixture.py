@@ -47,7 +47,8 @@ def stop_provider(proc:subprocess.Popen):
         proc.kill()
         proc.wait(5)
 
-def start_provider(redirect_uris:list, port:int|None=None, app_port:int=0, name:str='oidc-provider') -> OP:
+def start_provider(redirect_uris:list, port:int|None=None, app_port:int=0, name:str='oidc-provider', logout_uris:list=(),
+                   backchannel_uri:str|None=None) -> OP:
     "Start server.js on a free loopback port and wait until its discovery document answers; it logs to `artifacts/{name}.log`"
     if not (op_dir/'node_modules'/'oidc-provider').is_dir():
         pytest.fail(f"{op_dir}/node_modules is missing: run `bash tests/setup.sh` (it runs `npm ci --prefix tests/oidc_provider`)", pytrace=False)
@@ -57,6 +58,7 @@ def start_provider(redirect_uris:list, port:int|None=None, app_port:int=0, name:
     log = artifacts/f'{name}.log'
     args = ['node', str(op_dir/'server.js'), '--port', str(port), '--host', 'localhost', '--watch-stdin',
             '--client-id', CLIENT_ID, '--client-secret', CLIENT_SECRET] + [a for u in redirect_uris for a in ('--redirect-uri', u)]
+    args += [a for u in logout_uris for a in ('--post-logout-redirect-uri', u)] + (['--backchannel-logout-uri', backchannel_uri] if backchannel_uri else [])
     with open(log, 'wb') as err:
         # stdin is a pipe only we hold: if this process dies however it dies, the provider sees it close and exits
         proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, cwd=op_dir)
@@ -76,7 +78,8 @@ def start_provider(redirect_uris:list, port:int|None=None, app_port:int=0, name:
 def oidc_provider():
     "A real `oidc-provider` for the whole session; the apps under test must be served on `op.app_port` (callback `/redirect`)"
     app_port = free_port()
-    op = start_provider([f'http://127.0.0.1:{app_port}/redirect'], app_port=app_port)
+    app = f'http://127.0.0.1:{app_port}'
+    op = start_provider([app + '/redirect'], app_port=app_port, logout_uris=[app + '/logout/done'], backchannel_uri=app + '/redirect/backchannel-logout')
     try: yield op
     finally:
         stop_provider(op.proc)
@@ -112,11 +115,22 @@ def provider_login(b:httpx.Client, url:str, issuer:str, login:str='ada@example.c
         else: return res  # a page we do not drive: form_post's auto-submitting form, or an error page
     raise AssertionError(f"the provider did not let go of the browser after {max_steps} steps; last page: {res.url}")
 
+def provider_logout(b:httpx.Client, url:str, issuer:str) -> httpx.Response:
+    "Follow the provider's logout link `url` as a user would: confirm on its logout page; the answer that sends the browser on"
+    res = b.get(url)
+    m = re.search(r'<form\b[^>]*action="([^"]*)"[^>]*>(.*?)</form>', res.text, re.S)
+    assert res.status_code == 200 and m, (res.status_code, res.text[:500])
+    fields = {unescape(n): unescape(v) for n, v in re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)"', m[2])}
+    res = b.post(urljoin(str(res.url), unescape(m[1])), data=dict(fields, logout='yes'))
+    while res.is_redirect and (nxt := urljoin(str(res.url), res.headers['location'])).startswith(issuer.rstrip('/') + '/'):
+        res = b.get(nxt)
+    return res
+
 # The app under test
 
 SCOPE = 'openid email profile offline_access'  # offline_access (with prompt=consent) gets a refresh token
 
-def make_app(cli, redir_path:str='/redirect', redir_method:str='get', **login_kw):
+def make_app(cli, redir_path:str='/redirect', redir_method:str='get', oauth_kw:dict|None=None, **login_kw):
     """A FastHTML app gated by `OAuth` through `cli` that loads nothing from other sites (no CDN htmx). Its login link asks
     for `SCOPE` with `prompt=consent` and any other `login_kw` (`prompt=None` sends no prompt).
     `app.tokens` holds each login's `Token` by identity, as `get_auth` received it"""
@@ -131,7 +145,7 @@ def make_app(cli, redir_path:str='/redirect', redir_method:str='get', **login_kw
             return True
 
     app = FastHTML(secret_key='e2e-test-secret', default_hdrs=False)
-    oauth = Auth(app, cli, redir_path=redir_path, redir_method=redir_method)
+    oauth = Auth(app, cli, redir_path=redir_path, redir_method=redir_method, **(oauth_kw or {}))
 
     @app.get('/')
     def home(auth, session):

@@ -114,3 +114,34 @@ def test_form_post_login_in_chromium(oidc_provider, cli, serve, tab):
     assert page.locator('#email').inner_text() == 'grace@example.org'
     posts = [data for m, u, data in tab.requests if m == 'POST' and u == op.redirect_uri]
     assert len(posts) == 2 and '_oauth_resubmit' not in posts[0] and '_oauth_resubmit=1' in posts[1]
+
+def test_logout_at_provider_in_chromium(oidc_provider, cli, serve, tab):
+    "Logged in to the app, the user logs out at the provider's own page: the provider tells the app (back-channel), whose pages then ask for a login"
+    op, page = oidc_provider, tab.page
+    site = serve(make_app(cli), port=op.app_port)
+    page.goto(site.url + '/login')
+    page.click('#login')
+    sign_in_at_provider(page, op, 'ada@example.com')
+    page.wait_for_url(site.url + '/')
+    page.goto(op.issuer + '/session/end')  # the provider's logout page, not the app's
+    page.click('button[value=yes]')
+    page.wait_for_url(f'{op.issuer}/session/end/success**')
+    page.screenshot(path=str(artifacts/'browser-provider-logged-out.png'))
+    page.goto(site.url + '/')
+    assert page.url == site.url + '/login'
+
+def test_provider_logout_from_the_app_in_chromium(oidc_provider, cli, serve, tab):
+    "With provider_logout=True, the app's Log out button ends the login here and at the provider, and comes back to the app"
+    op, page = oidc_provider, tab.page
+    site = serve(make_app(cli, oauth_kw=dict(provider_logout=True)), port=op.app_port)
+    page.goto(site.url + '/login')
+    page.click('#login')
+    sign_in_at_provider(page, op, 'ada@example.com')
+    page.wait_for_url(site.url + '/')
+    page.click('#logout')
+    page.wait_for_url(f'{op.issuer}/session/end**')
+    page.click('button[value=yes]')
+    page.wait_for_url(site.url + '/login')
+    page.click('#login')  # the provider forgot the user too: it asks them to sign in again
+    page.wait_for_url(f'{op.issuer}/interaction/**')
+    expect(page.locator('h1')).to_have_text('Sign-in')

@@ -8,7 +8,7 @@ from html import unescape
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx, pytest
 from fasthtml_oauth import OIDCAppClient, Token, ProviderError, UserInfoError
-from oidc_fixture import SCOPE, expected_sub, make_app, provider_login, start_provider, stop_provider
+from oidc_fixture import SCOPE, expected_sub, make_app, provider_login, provider_logout, start_provider, stop_provider
 
 clients = []  # the clients the tests call directly, whose connection pools `run` closes
 
@@ -281,3 +281,41 @@ def test_provider_gone_at_callback(op, cli, serve):
             msg = ends_at_error(b, site.url, b.get(cb))
             assert msg == f'Could not reach the provider at {urlsplit(op2.issuer).netloc}'
     finally: stop_provider(op2.proc)
+
+def test_logout_at_the_provider_rp_initiated(op, cli, serve):
+    "With `provider_logout=True`, logout ends the login here and the session at the provider, and comes back with its state"
+    app = make_app(cli, oauth_kw=dict(provider_logout=True))
+    serve(app, port=op.app_port)
+    with browser() as b:
+        _, callback = login_to_callback(b, op, op.app_url)
+        assert b.get(callback).headers['location'] == '/'
+        copy = httpx.Client(follow_redirects=False, timeout=10, cookies={'session_': b.cookies.get('session_', domain='127.0.0.1')})
+        res = b.post(op.app_url + '/logout')
+        to_op = res.headers['location']
+        q = query(to_op)
+        assert to_op.startswith(op.issuer + '/session/end?') and q['post_logout_redirect_uri'] == op.app_url + '/logout/done'
+        assert q['id_token_hint'].count('.') == 2 and q['state'] and q['client_id'] == op.client_id
+        assert copy.get(op.app_url + '/').headers['location'] == '/login'  # ended here before the provider is asked
+        back = provider_logout(b, to_op, op.issuer)
+        assert back.headers['location'] == f"{op.app_url}/logout/done?state={q['state']}", back.headers
+        assert b.get(back.headers['location']).headers['location'] == '/login'
+        # The provider's session is gone too: the next login asks the user to sign in again
+        auth_url = start_login(b, op.app_url)
+        page = b.get(auth_url, follow_redirects=True)
+        assert 'name="login"' in page.text, page.text[:300]
+        copy.close()
+
+def test_logout_at_the_provider_reaches_the_app_by_back_channel(op, cli, serve):
+    "The user logs out at the provider itself: the provider POSTs a logout token, and the app's cookie stops working"
+    app = make_app(cli)
+    serve(app, port=op.app_port)
+    with browser() as b:
+        _, callback = login_to_callback(b, op, op.app_url)
+        assert b.get(callback).headers['location'] == '/'
+        assert b.get(op.app_url + '/').status_code == 200
+        res = provider_logout(b, op.issuer + '/session/end', op.issuer)  # no id_token_hint: the provider's own logout page
+        assert res.status_code in (200, 303), res.status_code
+        for _ in range(50):  # the provider sends the logout token while it answers; allow it a moment
+            if b.get(op.app_url + '/').status_code == 303: break
+            time.sleep(0.1)
+        assert b.get(op.app_url + '/').headers['location'] == '/login'

@@ -1,13 +1,16 @@
 // A real OpenID provider (npm `oidc-provider`, OpenID Certified) on a loopback port, for fasthtml_oauth's end-to-end tests.
 //
 //   node tests/oidc_provider/server.js --port 9000 --redirect-uri http://127.0.0.1:5001/redirect [--redirect-uri ...]
+//        [--post-logout-redirect-uri URL ...] [--backchannel-logout-uri URL]
 //
 // Every option may also come from the environment: OP_PORT, OP_HOST (default 127.0.0.1), OP_CLIENT_ID, OP_CLIENT_SECRET,
 // OP_REDIRECT_URIS (space-separated). The issuer is http://HOST:PORT; HOST must be a loopback name or address.
 //
 // Two static confidential clients share the redirect URIs: CLIENT_ID authenticates with client_secret_post (the
 // library's default) and CLIENT_ID + '-basic' with client_secret_basic. Both may use refresh tokens; PKCE (S256 only) is
-// required of every client; revocation is on; every authorization response carries `iss` (RFC 9207).
+// required of every client; revocation is on; every authorization response carries `iss` (RFC 9207). Logout is on:
+// RP-initiated (`end_session_endpoint`, to the given post-logout redirect URIs) and back-channel (logout tokens POSTed
+// to the given back-channel logout URI, naming the session: id_tokens carry `sid`).
 // Any login name signs in (the default devInteractions login and consent forms; the password is ignored), with claims
 // derived from it: `ada@example.com` gets sub `user-` + the first 16 hex digits of sha256(login), that email (verified),
 // and name `Ada`; a login without `@` gets `<login>@example.test`.
@@ -27,6 +30,8 @@ const { values: opts } = parseArgs({
     port: { type: 'string' }, host: { type: 'string' },
     'client-id': { type: 'string' }, 'client-secret': { type: 'string' },
     'redirect-uri': { type: 'string', multiple: true },
+    'post-logout-redirect-uri': { type: 'string', multiple: true },
+    'backchannel-logout-uri': { type: 'string' },
     'watch-stdin': { type: 'boolean' },
   },
 });
@@ -36,6 +41,8 @@ const host = opts.host ?? env.OP_HOST ?? '127.0.0.1';
 const clientId = opts['client-id'] ?? env.OP_CLIENT_ID ?? 'fasthtml-test';
 const clientSecret = opts['client-secret'] ?? env.OP_CLIENT_SECRET ?? 'test-secret';
 const redirectUris = opts['redirect-uri'] ?? (env.OP_REDIRECT_URIS ?? '').split(/\s+/).filter(Boolean);
+const postLogoutUris = opts['post-logout-redirect-uri'] ?? [];
+const backchannelUri = opts['backchannel-logout-uri'];
 if (!Number.isInteger(port) || port <= 0 || port > 65535) { console.error('server.js: give --port (or OP_PORT)'); process.exit(2); }
 if (!redirectUris.length) { console.error('server.js: give --redirect-uri (or OP_REDIRECT_URIS)'); process.exit(2); }
 if (!['localhost', '127.0.0.1', '::1'].includes(host)) { console.error('server.js: --host must be localhost, 127.0.0.1 or ::1'); process.exit(2); }
@@ -56,6 +63,8 @@ const client = (id, auth) => ({
   client_id: id, client_secret: clientSecret, redirect_uris: redirectUris,
   grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'],
   token_endpoint_auth_method: auth,
+  post_logout_redirect_uris: postLogoutUris,
+  ...(backchannelUri ? { backchannel_logout_uri: backchannelUri, backchannel_logout_session_required: true } : {}),
 });
 
 const provider = new Provider(issuer, {
@@ -64,7 +73,8 @@ const provider = new Provider(issuer, {
   scopes: ['openid', 'offline_access', 'email', 'profile'],
   findAccount: async (ctx, id) => ({ accountId: id, claims: async () => claimsFor(id) }),
   pkce: { methods: ['S256'], required: () => true },
-  features: { devInteractions: { enabled: true }, revocation: { enabled: true } },
+  features: { devInteractions: { enabled: true }, revocation: { enabled: true }, rpInitiatedLogout: { enabled: true },
+              backchannelLogout: { enabled: true } },
   // Plain-http test issuer: a SameSite=None cookie without Secure would be dropped by Chromium
   cookies: { keys: ['fasthtml-oauth-test-only-key'], long: { sameSite: 'lax' }, short: { sameSite: 'lax' } },
   // Refresh tokens are issued when the login asked for offline_access (with prompt=consent) and the client may refresh
