@@ -520,4 +520,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                          'fasthtml_oauth.sessions.SQLiteStore.pop': ( 'api/sessions.html#sqlitestore.pop',
                                                                                       'fasthtml_oauth/sessions.py'),
                                          'fasthtml_oauth.sessions.SQLiteStore.put': ( 'api/sessions.html#sqlitestore.put',
-                                                                                      'fasthtml_oauth/sessions.py')}}}
+                                                                                      'fasthtml_oauth/sessions.py'),
+                                         'fasthtml_oauth.sessions._auth_tag': ('api/sessions.html#_auth_tag', 'fasthtml_oauth/sessions.py'),
+                                         'fasthtml_oauth.sessions._ttl': ('api/sessions.html#_ttl', 'fasthtml_oauth/sessions.py')}}}

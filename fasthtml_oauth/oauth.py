@@ -498,15 +498,20 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginReq
     if isinstance(res, Response): return res
     return RedirectResponse(safe_next(nxt) or '/', status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #d59921b0
+# %% ../nbs/api/04_oauth.ipynb #fb379c0b
 @patch
 async def _logout(self:OAuth, req, session):
     me, rec = self._instance(session), None
     if (ls := me.login_sessions) is not None and session.get('oauth_login'):
         try: rec = await ls.take(session['oauth_login'])
-        except Exception: log.exception("Could not end the login session at logout")  # the cookie is cleared all the same
+        except Exception:
+            log.exception("Could not end the login session at logout")
+            session.clear()  # this browser is logged out all the same; say that other copies of the cookie may not be
+            return self._fail(session, OAuthError("You are logged out in this browser, but the login could not be ended "
+                                                  "everywhere; please log out again in a moment"))
     session.clear()
-    if me.provider_logout and rec: return _htmx(req, await me._to_provider_logout(req, session, rec))
+    # only a POST (a form button) goes on to the provider: a GET can come from any site's link or image
+    if me.provider_logout and rec and req.method == 'POST': return _htmx(req, await me._to_provider_logout(req, session, rec))
     return _htmx(req, await _run(me.logout, session))
 
 # %% ../nbs/api/04_oauth.ipynb #c215c645
@@ -541,7 +546,7 @@ async def _logout_done(self:OAuth, req, session):
                                               "does not match the logout this browser asked for"))
     return _htmx(req, await _run(self.logout, session))
 
-# %% ../nbs/api/04_oauth.ipynb #29ad15ab
+# %% ../nbs/api/04_oauth.ipynb #c5730ee2
 _max_logout_body = 64 * 1024
 
 async def _logout_token(req) -> str:
@@ -563,9 +568,9 @@ async def _backchannel(self:OAuth, req, session):
     except ValueError as e: return refuse(str(e))
     except OAuthError as e: return refuse(safe_text(str(e), 200))
     ls, jti = self.login_sessions, hashlib.sha256(f"{c['iss']} {c['jti']}".encode()).hexdigest()
-    try:
-        if await ls.store.get('logout-jti', jti) is not None: return refuse("This logout token was already used")
-        await ls.store.put('logout-jti', jti, {}, max(600., (c['exp'] if _finite(c.get('exp')) else 0) - time.time() + 600))
+    try:  # kept until the token has expired: after that it is refused anyway
+        if not await ls.store.put('logout-jti', jti, {}, max(600., c['exp'] - time.time() + 600), when='absent'):
+            return refuse("This logout token was already used")
         n = await ls.end_provider_session(c['iss'], sid=c.get('sid'), sub=None if c.get('sid') else c.get('sub'))
     except Exception:
         log.exception("The login sessions' store failed during a back-channel logout")

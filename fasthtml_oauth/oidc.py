@@ -289,7 +289,7 @@ def check_iss(self:OIDCAppClient, iss:str|None):
     elif iss != self.issuer:
         raise IssuerMismatch(f"The callback comes from issuer {safe_text(iss, 100)!r}, not {self.issuer!r}")
 
-# %% ../nbs/api/02_oidc.ipynb #a8bc5ef9
+# %% ../nbs/api/02_oidc.ipynb #a34e186b
 class LogoutTokenError(OAuthError):
     "A back-channel logout token failed one of the checks of OpenID Connect Back-Channel Logout 1.0"
     error = 'invalid_request'
@@ -301,11 +301,12 @@ def logout_link_flow(self:OIDCAppClient, post_logout_redirect_uri:str|None=None,
     meta = yield from self.discovery_flow()
     if not isinstance(url := meta.get('end_session_endpoint'), str) or not url:
         raise OAuthError(f"{self.issuer} offers no logout: its discovery document has no end_session_endpoint")
+    if '#' in url: raise InvalidResponse("The provider's end_session_endpoint has a fragment, which would swallow the parameters")
     q = dict(client_id=self.client_id, id_token_hint=id_token_hint, post_logout_redirect_uri=post_logout_redirect_uri, state=state)
     return check_url(url, 'end_session_endpoint') + ('&' if '?' in url else '?') + urlencode({k: v for k, v in q.items() if v})
 twins(OIDCAppClient, 'logout_link_flow', 'logout_link')
 
-# %% ../nbs/api/02_oidc.ipynb #87f82398
+# %% ../nbs/api/02_oidc.ipynb #ef57b3b3
 _bcl_event = 'http://schemas.openid.net/event/backchannel-logout'
 
 def _as_logout_error(f):
@@ -316,7 +317,7 @@ def _as_logout_error(f):
 def _check_logout(c:dict, leeway:float):
     "The claims only a logout token has, and the one it must not have"
     if not _finite(c.get('iat')) or c['iat'] - leeway > time.time(): raise LogoutTokenError("The logout token's iat is missing or in the future")
-    if _finite(c.get('exp')) and c['exp'] + leeway < time.time(): raise LogoutTokenError("The logout token has expired")
+    if not _finite(c.get('exp')) or c['exp'] + leeway < time.time(): raise LogoutTokenError("The logout token has expired, or has no exp")
     if 'nonce' in c: raise LogoutTokenError("A logout token must not carry a nonce (an id_token is not a logout token)")
     if not isinstance(ev := c.get('events'), dict) or not isinstance(ev.get(_bcl_event), dict):
         raise LogoutTokenError("The logout token does not carry the back-channel logout event")

@@ -26,7 +26,11 @@ class SQLiteStore:
 
     def __repr__(self): return f'SQLiteStore({self.path!r})'
 
-# %% ../nbs/api/09_sessions.ipynb #9cf68b58
+# %% ../nbs/api/09_sessions.ipynb #deedf25a
+def _ttl(ttl) -> float:
+    "`ttl` as a number of seconds a store can keep: not NaN, at most ten years"
+    return 0. if ttl != ttl else max(-1., min(float(ttl), 3.2e8))
+
 @patch
 async def get(self:SQLiteStore, kind:str, key:str) -> dict|None:
     "The record `key` of `kind`, or `None` if it was deleted or has expired"
@@ -34,13 +38,18 @@ async def get(self:SQLiteStore, kind:str, key:str) -> dict|None:
         return json.loads(value) if expires > time.time() else None
 
 @patch
-async def put(self:SQLiteStore, kind:str, key:str, value:dict, ttl:float, tags=()):
-    "Keep `value` as `key` of `kind` for `ttl` seconds, findable by each of `tags`"
-    now = time.time()
+async def put(self:SQLiteStore, kind:str, key:str, value:dict, ttl:float, tags=(), when:str|None=None) -> bool:
+    "Keep `value` as `key` of `kind` for `ttl` seconds, findable by each of `tags` (`when`: only if `'absent'`/`'present'`)"
+    now, v = time.time(), json.dumps(value)
     with self.lock, self.db.conn:
-        self._q('insert or replace into oauth_items values (?, ?, ?, ?)', (kind, key, json.dumps(value), now + ttl))
-        for t in tags: self._q('insert or ignore into oauth_tags values (?, ?, ?)', (kind, t, key))
         self._purge(now)
+        args = (kind, key, v, now + _ttl(ttl))
+        if when == 'present': sql, args = 'update oauth_items set value=?, expires=? where kind=? and key=? and expires > ?', (v, args[3], kind, key, now)
+        else: sql = f"insert or {'ignore' if when == 'absent' else 'replace'} into oauth_items values (?, ?, ?, ?)"
+        self._q(sql, args)
+        if not self.db.conn.changes(): return False
+        for t in tags: self._q('insert or ignore into oauth_tags values (?, ?, ?)', (kind, t, key))
+    return True
 
 @patch
 def _purge(self:SQLiteStore, now:float, n:int=20):
@@ -96,15 +105,18 @@ class RedisStore:
     def _item(self, kind, key): return f'{self.prefix}{kind}:{key}'
     def _tag(self, kind, tag): return f'{self.prefix}{kind}#{tag}'
 
-# %% ../nbs/api/09_sessions.ipynb #585b84ae
+# %% ../nbs/api/09_sessions.ipynb #3b70938d
 @patch
-async def put(self:RedisStore, kind:str, key:str, value:dict, ttl:float, tags=()):
-    "Keep `value` as `key` of `kind` for `ttl` seconds, findable by each of `tags`"
-    ms = max(1, int(ttl * 1000))
-    async with self._redis().pipeline(transaction=True) as p:
-        p.set(self._item(kind, key), json.dumps(value), px=ms)
-        for t in tags: p.sadd(self._tag(kind, t), key).pexpire(self._tag(kind, t), ms, nx=True).pexpire(self._tag(kind, t), ms, gt=True)
-        await p.execute()
+async def put(self:RedisStore, kind:str, key:str, value:dict, ttl:float, tags=(), when:str|None=None) -> bool:
+    "Keep `value` as `key` of `kind` for `ttl` seconds, findable by each of `tags` (`when`: only if `'absent'`/`'present'`)"
+    ms = max(1, int(_ttl(ttl) * 1000))
+    r = self._redis()
+    if not await r.set(self._item(kind, key), json.dumps(value), px=ms, nx=when == 'absent', xx=when == 'present'): return False
+    if tags:
+        async with r.pipeline(transaction=True) as p:
+            for t in tags: p.sadd(self._tag(kind, t), key).pexpire(self._tag(kind, t), ms, nx=True).pexpire(self._tag(kind, t), ms, gt=True)
+            await p.execute()
+    return True
 
 @patch
 async def get(self:RedisStore, kind:str, key:str) -> dict|None:
@@ -132,14 +144,15 @@ async def find(self:RedisStore, kind:str, tag:str) -> dict:
     if gone := [k for k, v in zip(keys, values) if v is None]: await r.srem(t, *gone)
     return {k: json.loads(v) for k, v in zip(keys, values) if v is not None}
 
-# %% ../nbs/api/09_sessions.ipynb #077cb0a0
+# %% ../nbs/api/09_sessions.ipynb #36e75661
 class LoginSessions:
     "Logins recorded in `store`: started at login, checked by the gate on every request, ended at logout"
     kind = 'login'
     def __init__(self, store=None,             # A store (default: `SQLiteStore()`, a file in the working directory)
                  ttl:float=30*86400,           # Seconds a login lasts from its start
-                 touch:float=60):              # Seconds between writes of "last seen"
-        self.store, self.ttl, self.touch = SQLiteStore() if store is None else store, ttl, touch
+                 touch:float=60,               # Seconds between writes of "last seen"
+                 max_per_user:int=100):        # Logins kept per user; a new one ends the least recently seen
+        self.store, self.ttl, self.touch, self.max_per_user = SQLiteStore() if store is None else store, ttl, touch, max_per_user
 
     def __repr__(self): return f'LoginSessions({self.store!r})'
 
@@ -147,15 +160,18 @@ class LoginSessions:
     def _tags(rec:dict) -> list:
         "The tags a login is found by: its identity, and its provider session and subject when known"
         iss = rec.get('iss') or ''
-        return ([f"auth {rec['auth']}"] + ([f"sid {iss} {rec['sid']}"] if rec.get('sid') else [])
+        return ([_auth_tag(rec['auth'])] + ([f"sid {iss} {rec['sid']}"] if rec.get('sid') else [])
                 + ([f"sub {iss} {rec['sub']}"] if rec.get('sub') else []))
 
-# %% ../nbs/api/09_sessions.ipynb #d37ed3a0
+def _auth_tag(auth) -> str: return 'auth ' + json.dumps(auth, sort_keys=True)  # 123 and '123' are different users
+
+# %% ../nbs/api/09_sessions.ipynb #dd5d8b59
 @patch
 async def start(self:LoginSessions, auth, via:str|None=None, iss:str|None=None, sub:str|None=None,
                 sid:str|None=None, agent:str|None=None, id_token:str|None=None) -> str:
     "Record a new login of `auth`; its id, for the cookie"
-    now, id = time.time(), secrets.token_urlsafe(24)
+    now, id, auth = time.time(), secrets.token_urlsafe(24), json.loads(json.dumps(auth))  # as the cookie will hold it
+    if len(mine := await self.of(auth)) >= self.max_per_user: await self.store.delete(self.kind, [r['id'] for r in mine[self.max_per_user - 1:]])
     rec = dict(id=id, auth=auth, via=via, iss=iss, sub=sub, sid=sid, agent=(agent or '')[:200] or None, created=now, seen=now,
                id_token=id_token)  # the `id_token_hint` of a logout at the provider
     await self.store.put(self.kind, id, rec, self.ttl, self._tags(rec))
@@ -169,14 +185,14 @@ async def check(self:LoginSessions, id:str|None, auth) -> dict|None:
     if not rec or rec.get('auth') != auth: return None
     if (now := time.time()) - rec['seen'] >= self.touch:
         rec['seen'] = now
-        if (left := rec['created'] + self.ttl - now) > 0: await self.store.put(self.kind, id, rec, left, self._tags(rec))
+        if (left := rec['created'] + self.ttl - now) > 0: await self.store.put(self.kind, id, rec, left, when='present')
     return rec
 
-# %% ../nbs/api/09_sessions.ipynb #2dd7e12e
+# %% ../nbs/api/09_sessions.ipynb #df322b51
 @patch
 async def of(self:LoginSessions, auth) -> list:
     "The live logins of `auth`, most recently seen first (for a page listing where they are logged in)"
-    recs = (await self.store.find(self.kind, f'auth {auth}')).values()
+    recs = [r for r in (await self.store.find(self.kind, _auth_tag(auth))).values() if r.get('auth') == auth]
     return sorted(({k: v for k, v in r.items() if k != 'id_token'} for r in recs), key=lambda r: -r['seen'])
 
 @patch
@@ -194,7 +210,7 @@ async def take(self:LoginSessions, id:str|None) -> dict|None:
 @patch
 async def end_all(self:LoginSessions, auth) -> int:
     "End every login of `auth`; how many there were"
-    return await self.store.delete(self.kind, list(await self.store.find(self.kind, f'auth {auth}')))
+    return await self.store.delete(self.kind, [r['id'] for r in await self.of(auth)])
 
 @patch
 async def end_provider_session(self:LoginSessions, iss:str, sid:str|None=None, sub:str|None=None) -> int:

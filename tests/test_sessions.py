@@ -38,6 +38,11 @@ def test_store_contract(store):
         await store.put('login', 'a2', dict(auth='ada', n=2), 60, ['auth ada', 'sid op s1'])
         await store.put('login', 'b1', dict(auth='bob'), 60, ['auth bob'])
         assert await store.get('login', 'a2') == dict(auth='ada', n=2)
+        assert await store.put('login', 'a2', dict(auth='eve'), 60, when='absent') is False  # taken: nothing written
+        assert await store.put('login', 'new', dict(auth='eve'), 60, when='present') is False and await store.get('login', 'new') is None
+        assert await store.put('login', 'a2', dict(auth='ada', n=3), 60, when='present') is True
+        assert (await store.get('login', 'a2'))['n'] == 3
+        assert await store.put('login', 'inf', dict(v=1), float('inf')) and await store.put('login', 'nan', dict(v=1), float('nan'))
         assert sorted(await store.find('login', 'auth ada')) == ['a1', 'a2']
         assert list(await store.find('login', 'sid op s1')) == ['a2']
         assert await store.get('other-kind', 'a1') is None
@@ -51,6 +56,11 @@ def test_store_contract(store):
         await asyncio.sleep(0.15)
         assert (await store.get('login', 'short'), await store.pop('login', 'short'), await store.find('login', 'auth cy')) == (None, None, {})
     asyncio.run(main())
+
+def test_put_if_absent_has_one_winner(store):
+    "Of 50 concurrent `put(..., when='absent')` of one key, exactly one writes (what makes a jti usable once)"
+    async def main(): return await asyncio.gather(*[store.put('jti', 'k', dict(n=i), 60, when='absent') for i in range(50)])
+    assert sum(asyncio.run(main())) == 1
 
 def test_pop_has_one_winner(store):
     "Of 50 concurrent pops of one record, exactly one gets it (what makes a one-time value one-time)"
