@@ -236,6 +236,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                    'fasthtml_oauth/oauth.py'),
                                       'fasthtml_oauth.oauth.OAuth._callback': ('api/oauth.html#oauth._callback', 'fasthtml_oauth/oauth.py'),
                                       'fasthtml_oauth.oauth.OAuth._check': ('api/oauth.html#oauth._check', 'fasthtml_oauth/oauth.py'),
+                                      'fasthtml_oauth.oauth.OAuth._end_previous': ( 'api/oauth.html#oauth._end_previous',
+                                                                                    'fasthtml_oauth/oauth.py'),
                                       'fasthtml_oauth.oauth.OAuth._ended': ('api/oauth.html#oauth._ended', 'fasthtml_oauth/oauth.py'),
                                       'fasthtml_oauth.oauth.OAuth._fail': ('api/oauth.html#oauth._fail', 'fasthtml_oauth/oauth.py'),
                                       'fasthtml_oauth.oauth.OAuth._gate': ('api/oauth.html#oauth._gate', 'fasthtml_oauth/oauth.py'),
@@ -521,5 +523,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                       'fasthtml_oauth/sessions.py'),
                                          'fasthtml_oauth.sessions.SQLiteStore.put': ( 'api/sessions.html#sqlitestore.put',
                                                                                       'fasthtml_oauth/sessions.py'),
+                                         'fasthtml_oauth.sessions._as_stored': ( 'api/sessions.html#_as_stored',
+                                                                                 'fasthtml_oauth/sessions.py'),
                                          'fasthtml_oauth.sessions._auth_tag': ('api/sessions.html#_auth_tag', 'fasthtml_oauth/sessions.py'),
                                          'fasthtml_oauth.sessions._ttl': ('api/sessions.html#_ttl', 'fasthtml_oauth/sessions.py')}}}

@@ -205,12 +205,13 @@ class LoginRequest:
     @property
     def code_challenge(self) -> str: return pkce_challenge(self.code_verifier)
 
-# %% ../nbs/api/00_core.ipynb #0ed31a2a
+# %% ../nbs/api/00_core.ipynb #76812351
 _stored = tuple(f.name for f in fields(LoginRequest) if f.name != 'url')
 
 def _finite(v) -> bool:
-    "Is `v` a real number (not a bool, not infinite, not NaN)?"
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    "Is `v` a real number (not a bool, not infinite, not NaN, not an int too big for a float)?"
+    try: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    except OverflowError: return False  # 10**400
 
 def _lr_to_dict(self:LoginRequest) -> dict:
     "The fields to store until the callback (all but `url`)"

@@ -419,7 +419,7 @@ async def _start(self:OAuth, req, session):
     except Exception as e: return self._fail(session, e)
     return RedirectResponse(lr.url, status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #74fe5175
+# %% ../nbs/api/04_oauth.ipynb #1c403e78
 @patch
 def _fail(self:OAuth, session, err:Exception):
     "Send the browser to the error page with a safe message"
@@ -482,6 +482,7 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginReq
     if isinstance(ident, bool) or not isinstance(ident, (str, int)) or len(str(ident)) > 255:
         raise InvalidResponse("The provider's identifier for this user is not a short string or number")
     nxt = lr.next or session.get('oauth_next')
+    await self._end_previous(session)
     kept = {k: session[k] for k in (self.pending_logins.key, 'oauth_browser') + self.keep if k in session}
     session.clear(); session.update(kept)
     res = await _run(self.get_auth, info, ident, session, lr.payload, **(dict(token=tok) if self._token_param else {}))
@@ -498,17 +499,26 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginReq
     if isinstance(res, Response): return res
     return RedirectResponse(safe_next(nxt) or '/', status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #fb379c0b
+# %% ../nbs/api/04_oauth.ipynb #b732bb42
+@patch
+async def _end_previous(self:OAuth, session):
+    "End the login this browser had before logging in again, so it does not linger (and count against the user's cap)"
+    old = session.get('oauth_login') or session.get('oauth_unended')
+    if old and (ls := self._instance(session).login_sessions) is not None:
+        try: await ls.end(old)
+        except Exception: log.exception("Could not end the previous login of this browser")
+
 @patch
 async def _logout(self:OAuth, req, session):
-    me, rec = self._instance(session), None
-    if (ls := me.login_sessions) is not None and session.get('oauth_login'):
-        try: rec = await ls.take(session['oauth_login'])
+    me, rec, id = self._instance(session), None, session.get('oauth_login') or session.get('oauth_unended')
+    if (ls := me.login_sessions) is not None and id:
+        try: rec = await ls.take(id)
         except Exception:
             log.exception("Could not end the login session at logout")
-            session.clear()  # this browser is logged out all the same; say that other copies of the cookie may not be
-            return self._fail(session, OAuthError("You are logged out in this browser, but the login could not be ended "
-                                                  "everywhere; please log out again in a moment"))
+            session.clear()  # this browser is logged out all the same; the id stays, so logging out again can end it
+            session['oauth_unended'], session['oauth_via'] = id, me.redir_path
+            return _htmx(req, self._fail(session, OAuthError("You are logged out in this browser, but the login could not "
+                                                             "be ended everywhere; please log out again in a moment")))
     session.clear()
     # only a POST (a form button) goes on to the provider: a GET can come from any site's link or image
     if me.provider_logout and rec and req.method == 'POST': return _htmx(req, await me._to_provider_logout(req, session, rec))
@@ -546,7 +556,7 @@ async def _logout_done(self:OAuth, req, session):
                                               "does not match the logout this browser asked for"))
     return _htmx(req, await _run(self.logout, session))
 
-# %% ../nbs/api/04_oauth.ipynb #c5730ee2
+# %% ../nbs/api/04_oauth.ipynb #d8fff792
 _max_logout_body = 64 * 1024
 
 async def _logout_token(req) -> str:
@@ -569,11 +579,13 @@ async def _backchannel(self:OAuth, req, session):
     except OAuthError as e: return refuse(safe_text(str(e), 200))
     ls, jti = self.login_sessions, hashlib.sha256(f"{c['iss']} {c['jti']}".encode()).hexdigest()
     try:  # kept until the token has expired: after that it is refused anyway
-        if not await ls.store.put('logout-jti', jti, {}, max(600., c['exp'] - time.time() + 600), when='absent'):
+        if not await ls.store.put('logout-jti', jti, {}, max(600., c['exp'] + self.cli.leeway - time.time() + 60), when='absent'):
             return refuse("This logout token was already used")
         n = await ls.end_provider_session(c['iss'], sid=c.get('sid'), sub=None if c.get('sid') else c.get('sub'))
     except Exception:
         log.exception("The login sessions' store failed during a back-channel logout")
+        try: await ls.store.delete('logout-jti', [jti])  # so the provider's retry is not refused as a replay
+        except Exception: pass
         return JSONResponse(dict(error='temporarily_unavailable'), 503, headers={'Cache-Control': 'no-store'})
     log.info("Back-channel logout from %s ended %d login(s)", c['iss'], n)
     return Response(status_code=200, headers={'Cache-Control': 'no-store'})

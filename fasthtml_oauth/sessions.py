@@ -26,7 +26,7 @@ class SQLiteStore:
 
     def __repr__(self): return f'SQLiteStore({self.path!r})'
 
-# %% ../nbs/api/09_sessions.ipynb #deedf25a
+# %% ../nbs/api/09_sessions.ipynb #374c6e74
 def _ttl(ttl) -> float:
     "`ttl` as a number of seconds a store can keep: not NaN, at most ten years"
     return 0. if ttl != ttl else max(-1., min(float(ttl), 3.2e8))
@@ -34,8 +34,8 @@ def _ttl(ttl) -> float:
 @patch
 async def get(self:SQLiteStore, kind:str, key:str) -> dict|None:
     "The record `key` of `kind`, or `None` if it was deleted or has expired"
-    for value, expires in self._q('select value, expires from oauth_items where kind=? and key=?', (kind, key)):
-        return json.loads(value) if expires > time.time() else None
+    with self.lock: rows = list(self._q('select value, expires from oauth_items where kind=? and key=?', (kind, key)))
+    return json.loads(rows[0][0]) if rows and rows[0][1] > time.time() else None
 
 @patch
 async def put(self:SQLiteStore, kind:str, key:str, value:dict, ttl:float, tags=(), when:str|None=None) -> bool:
@@ -43,6 +43,8 @@ async def put(self:SQLiteStore, kind:str, key:str, value:dict, ttl:float, tags=(
     now, v = time.time(), json.dumps(value)
     with self.lock, self.db.conn:
         self._purge(now)
+        if list(self._q('delete from oauth_items where kind=? and key=? and expires <= ? returning key', (kind, key, now))):
+            self._q('delete from oauth_tags where kind=? and key=?', (kind, key))  # an expired record is no record
         args = (kind, key, v, now + _ttl(ttl))
         if when == 'present': sql, args = 'update oauth_items set value=?, expires=? where kind=? and key=? and expires > ?', (v, args[3], kind, key, now)
         else: sql = f"insert or {'ignore' if when == 'absent' else 'replace'} into oauth_items values (?, ?, ?, ?)"
@@ -59,7 +61,7 @@ def _purge(self:SQLiteStore, now:float, n:int=20):
         self._q('delete from oauth_items where kind=? and key=?', (k, key))
         self._q('delete from oauth_tags where kind=? and key=?', (k, key))
 
-# %% ../nbs/api/09_sessions.ipynb #1a5469f1
+# %% ../nbs/api/09_sessions.ipynb #9e135870
 @patch
 async def pop(self:SQLiteStore, kind:str, key:str) -> dict|None:
     "Delete the record `key` of `kind` and return it, or `None`: of two callers, one gets it"
@@ -81,8 +83,9 @@ async def delete(self:SQLiteStore, kind:str, keys:list) -> int:
 @patch
 async def find(self:SQLiteStore, kind:str, tag:str) -> dict:
     "The live records of `kind` tagged `tag`, by key"
-    rows = self._q('select i.key, i.value from oauth_tags t join oauth_items i on i.kind=t.kind and i.key=t.key '
-                   'where t.kind=? and t.tag=? and i.expires > ?', (kind, tag, time.time()))
+    with self.lock:
+        rows = list(self._q('select i.key, i.value from oauth_tags t join oauth_items i on i.kind=t.kind and i.key=t.key '
+                            'where t.kind=? and t.tag=? and i.expires > ?', (kind, tag, time.time())))
     return {k: json.loads(v) for k, v in rows}
 
 # %% ../nbs/api/09_sessions.ipynb #b7cf55b8
@@ -105,12 +108,14 @@ class RedisStore:
     def _item(self, kind, key): return f'{self.prefix}{kind}:{key}'
     def _tag(self, kind, tag): return f'{self.prefix}{kind}#{tag}'
 
-# %% ../nbs/api/09_sessions.ipynb #3b70938d
+# %% ../nbs/api/09_sessions.ipynb #8cd58976
 @patch
 async def put(self:RedisStore, kind:str, key:str, value:dict, ttl:float, tags=(), when:str|None=None) -> bool:
     "Keep `value` as `key` of `kind` for `ttl` seconds, findable by each of `tags` (`when`: only if `'absent'`/`'present'`)"
-    ms = max(1, int(_ttl(ttl) * 1000))
-    r = self._redis()
+    ms, r = int(_ttl(ttl) * 1000), self._redis()
+    if ms <= 0:  # stored already expired: no record at all
+        await r.delete(self._item(kind, key))
+        return True
     if not await r.set(self._item(kind, key), json.dumps(value), px=ms, nx=when == 'absent', xx=when == 'present'): return False
     if tags:
         async with r.pipeline(transaction=True) as p:
@@ -144,7 +149,7 @@ async def find(self:RedisStore, kind:str, tag:str) -> dict:
     if gone := [k for k, v in zip(keys, values) if v is None]: await r.srem(t, *gone)
     return {k: json.loads(v) for k, v in zip(keys, values) if v is not None}
 
-# %% ../nbs/api/09_sessions.ipynb #36e75661
+# %% ../nbs/api/09_sessions.ipynb #30b03c81
 class LoginSessions:
     "Logins recorded in `store`: started at login, checked by the gate on every request, ended at logout"
     kind = 'login'
@@ -164,14 +169,16 @@ class LoginSessions:
                 + ([f"sub {iss} {rec['sub']}"] if rec.get('sub') else []))
 
 def _auth_tag(auth) -> str: return 'auth ' + json.dumps(auth, sort_keys=True)  # 123 and '123' are different users
+def _as_stored(auth): return json.loads(json.dumps(auth))  # as the session cookie's JSON holds it: a tuple becomes a list
 
-# %% ../nbs/api/09_sessions.ipynb #dd5d8b59
+# %% ../nbs/api/09_sessions.ipynb #554b6434
 @patch
 async def start(self:LoginSessions, auth, via:str|None=None, iss:str|None=None, sub:str|None=None,
                 sid:str|None=None, agent:str|None=None, id_token:str|None=None) -> str:
     "Record a new login of `auth`; its id, for the cookie"
-    now, id, auth = time.time(), secrets.token_urlsafe(24), json.loads(json.dumps(auth))  # as the cookie will hold it
-    if len(mine := await self.of(auth)) >= self.max_per_user: await self.store.delete(self.kind, [r['id'] for r in mine[self.max_per_user - 1:]])
+    now, id, auth = time.time(), secrets.token_urlsafe(24), _as_stored(auth)
+    if self.max_per_user and len(mine := await self.of(auth)) >= self.max_per_user:
+        await self.store.delete(self.kind, [r['id'] for r in mine[self.max_per_user - 1:]])
     rec = dict(id=id, auth=auth, via=via, iss=iss, sub=sub, sid=sid, agent=(agent or '')[:200] or None, created=now, seen=now,
                id_token=id_token)  # the `id_token_hint` of a logout at the provider
     await self.store.put(self.kind, id, rec, self.ttl, self._tags(rec))
@@ -188,10 +195,11 @@ async def check(self:LoginSessions, id:str|None, auth) -> dict|None:
         if (left := rec['created'] + self.ttl - now) > 0: await self.store.put(self.kind, id, rec, left, when='present')
     return rec
 
-# %% ../nbs/api/09_sessions.ipynb #df322b51
+# %% ../nbs/api/09_sessions.ipynb #aa21a87d
 @patch
 async def of(self:LoginSessions, auth) -> list:
     "The live logins of `auth`, most recently seen first (for a page listing where they are logged in)"
+    auth = _as_stored(auth)
     recs = [r for r in (await self.store.find(self.kind, _auth_tag(auth))).values() if r.get('auth') == auth]
     return sorted(({k: v for k, v in r.items() if k != 'id_token'} for r in recs), key=lambda r: -r['seen'])
 
@@ -199,7 +207,7 @@ async def of(self:LoginSessions, auth) -> list:
 async def end(self:LoginSessions, id:str|None, auth=None) -> bool:
     "End the login `id` (only if it belongs to `auth`, when given); whether it was live"
     if not isinstance(id, str) or not id: return False
-    if auth is not None and ((rec := await self.store.get(self.kind, id)) is None or rec.get('auth') != auth): return False
+    if auth is not None and ((rec := await self.store.get(self.kind, id)) is None or rec.get('auth') != _as_stored(auth)): return False
     return await self.store.delete(self.kind, [id]) > 0
 
 @patch

@@ -43,6 +43,9 @@ def test_store_contract(store):
         assert await store.put('login', 'a2', dict(auth='ada', n=3), 60, when='present') is True
         assert (await store.get('login', 'a2'))['n'] == 3
         assert await store.put('login', 'inf', dict(v=1), float('inf')) and await store.put('login', 'nan', dict(v=1), float('nan'))
+        await store.put('jti', 'old', dict(v=1), -1, ['t old'])  # expired, maybe not yet purged: it is no record
+        assert await store.put('jti', 'old', dict(v=2), 60, when='absent') is True and await store.get('jti', 'old') == dict(v=2)
+        assert await store.find('jti', 't old') == {}  # and the expired record's tags went with it
         assert sorted(await store.find('login', 'auth ada')) == ['a1', 'a2']
         assert list(await store.find('login', 'sid op s1')) == ['a2']
         assert await store.get('other-kind', 'a1') is None
