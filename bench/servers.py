@@ -27,12 +27,13 @@ def _page(title, auth):
     from fasthtml.common import Title, Main, H1, P, Ul, Li
     return Title(title), Main(H1(title), P(f'Logged in as {auth}'), Ul(*[Li(f'Item {i}') for i in range(10)]))
 
-def _fresh_logins_db() -> str:
-    "A new SQLite file for this app process's login sessions (the default store), removed when the process ends"
+def _fresh_logins():
+    "Login sessions in a new SQLite file (the default store), removed when the process ends"
     import atexit, shutil, tempfile
+    from fasthtml_oauth.sessions import LoginSessions, SQLiteStore
     d = tempfile.mkdtemp(prefix='bench-logins-')
     atexit.register(shutil.rmtree, d, True)
-    return os.path.join(d, 'logins.db')
+    return LoginSessions(SQLiteStore(os.path.join(d, 'logins.db')))
 
 def make_app(lib:str, kind:str, provider:str, slow:float=0.):
     "The benchmark app for library `lib` against the provider at `provider` as an OpenID (`oidc`) or plain OAuth2 (`oauth2`) provider"
@@ -49,7 +50,7 @@ def make_app(lib:str, kind:str, provider:str, slow:float=0.):
         cli = OIDCAppClient(CLIENT_ID, CLIENT_SECRET, issuer=provider) if kind == 'oidc' else AppClient(CLIENT_ID, CLIENT_SECRET, scope=SCOPES[kind], **ep)
         class BenchAuth(OAuth):
             def get_auth(self, info, ident, session, state): return accept(session)
-        oauth = BenchAuth(app, cli, skip=['/open', '/health'], pace=lib == 'paced', login_sessions=_fresh_logins_db())
+        oauth = BenchAuth(app, cli, skip=['/open', '/health'], pace=lib == 'paced', login_sessions=_fresh_logins())
         link = oauth.login_link
     elif lib == 'theirs':
         from fasthtml.oauth import OAuth, _AppClient

@@ -5,19 +5,22 @@
 # %% auto #0
 __all__ = ['SQLiteStore', 'RedisStore', 'LoginSessions']
 
-# %% ../nbs/api/09_sessions.ipynb #20332aa1
+# %% ../nbs/api/09_sessions.ipynb #6cd02abf
 import asyncio, json, secrets, threading, time, weakref
+from concurrent.futures import ThreadPoolExecutor
 from fastcore.basics import patch
 
-# %% ../nbs/api/09_sessions.ipynb #7e3201f5
+# %% ../nbs/api/09_sessions.ipynb #20bf51ff
 class SQLiteStore:
     "Records in SQLite through fastlite: a file shared by an app's processes, or `':memory:'`"
     def __init__(self, path:str='oauth_logins.db'):  # The database file (created if missing)
         from fastlite import database  # here, not at import: apps that import `fasthtml.common` have it loaded already
         self.path, self.lock = path, threading.Lock()
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix='oauth-store')  # commits, off the event loop
         self.db = database(path)
         if path != ':memory:': self.db.execute('pragma journal_mode=wal')  # readers never wait for a writer
         self.db.execute('pragma synchronous=normal')  # with WAL: safe against crashes, no sync on every commit
+        self.db.execute('pragma cache_size=-256')  # 256 KiB: lookups are by key, and the OS caches the file anyway
         self.db.execute('create table if not exists oauth_items (kind text, key text, value text, expires real, '
                         'primary key (kind, key))')
         self.db.execute('create table if not exists oauth_tags (kind text, tag text, key text, primary key (kind, tag, key))')
@@ -26,10 +29,15 @@ class SQLiteStore:
 
     def __repr__(self): return f'SQLiteStore({self.path!r})'
 
-# %% ../nbs/api/09_sessions.ipynb #374c6e74
+# %% ../nbs/api/09_sessions.ipynb #c0e75235
 def _ttl(ttl) -> float:
     "`ttl` as a number of seconds a store can keep: not NaN, at most ten years"
     return 0. if ttl != ttl else max(-1., min(float(ttl), 3.2e8))
+
+@patch
+async def _write(self:SQLiteStore, f, *args):
+    "Run the write `f(*args)` in the store's own thread: a commit takes a few hundred microseconds the event loop need not wait for"
+    return await asyncio.get_running_loop().run_in_executor(self.writer, f, *args)
 
 @patch
 async def get(self:SQLiteStore, kind:str, key:str) -> dict|None:
@@ -40,6 +48,10 @@ async def get(self:SQLiteStore, kind:str, key:str) -> dict|None:
 @patch
 async def put(self:SQLiteStore, kind:str, key:str, value:dict, ttl:float, tags=(), when:str|None=None) -> bool:
     "Keep `value` as `key` of `kind` for `ttl` seconds, findable by each of `tags` (`when`: only if `'absent'`/`'present'`)"
+    return await self._write(self._put, kind, key, value, ttl, tags, when)
+
+@patch
+def _put(self:SQLiteStore, kind, key, value, ttl, tags, when) -> bool:
     now, v = time.time(), json.dumps(value)
     with self.lock, self.db.conn:
         self._purge(now)
@@ -61,10 +73,14 @@ def _purge(self:SQLiteStore, now:float, n:int=20):
         self._q('delete from oauth_items where kind=? and key=?', (k, key))
         self._q('delete from oauth_tags where kind=? and key=?', (k, key))
 
-# %% ../nbs/api/09_sessions.ipynb #9e135870
+# %% ../nbs/api/09_sessions.ipynb #3b602490
 @patch
 async def pop(self:SQLiteStore, kind:str, key:str) -> dict|None:
     "Delete the record `key` of `kind` and return it, or `None`: of two callers, one gets it"
+    return await self._write(self._pop, kind, key)
+
+@patch
+def _pop(self:SQLiteStore, kind, key) -> dict|None:
     with self.lock, self.db.conn:
         rows = list(self._q('delete from oauth_items where kind=? and key=? returning value, expires', (kind, key)))
         self._q('delete from oauth_tags where kind=? and key=?', (kind, key))
@@ -73,6 +89,10 @@ async def pop(self:SQLiteStore, kind:str, key:str) -> dict|None:
 @patch
 async def delete(self:SQLiteStore, kind:str, keys:list) -> int:
     "Delete the records `keys` of `kind`; how many there were"
+    return await self._write(self._delete, kind, keys)
+
+@patch
+def _delete(self:SQLiteStore, kind, keys) -> int:
     n = 0
     with self.lock, self.db.conn:
         for key in keys:
@@ -149,14 +169,14 @@ async def find(self:RedisStore, kind:str, tag:str) -> dict:
     if gone := [k for k, v in zip(keys, values) if v is None]: await r.srem(t, *gone)
     return {k: json.loads(v) for k, v in zip(keys, values) if v is not None}
 
-# %% ../nbs/api/09_sessions.ipynb #30b03c81
+# %% ../nbs/api/09_sessions.ipynb #db0dc1ee
 class LoginSessions:
     "Logins recorded in `store`: started at login, checked by the gate on every request, ended at logout"
     kind = 'login'
     def __init__(self, store=None,             # A store (default: `SQLiteStore()`, a file in the working directory)
                  ttl:float=30*86400,           # Seconds a login lasts from its start
                  touch:float=60,               # Seconds between writes of "last seen"
-                 max_per_user:int=100):        # Logins kept per user; a new one ends the least recently seen
+                 max_per_user:int|None=None):  # Logins kept per user (a new one ends the least recently seen); `None`: no cap
         self.store, self.ttl, self.touch, self.max_per_user = SQLiteStore() if store is None else store, ttl, touch, max_per_user
 
     def __repr__(self): return f'LoginSessions({self.store!r})'
