@@ -6,3 +6,4 @@ from .oidc import *
 from .providers import *
 from .oauth import *
 from .buttons import *
+from .tokens import *

@@ -22,7 +22,7 @@ from fasthtml.common import to_xml, Html, Head, Title, Meta, Style, Body, Main, 
 from fasthtml.common import Code, Strong, Script
 from .core import pkce_challenge
 
-# %% ../nbs/api/06_devprovider.ipynb #4355c703
+# %% ../nbs/api/06_devprovider.ipynb #810ceb08
 class DevProvider:
     "A development OpenID provider; the instance is an ASGI app (`uvicorn.run(dp, ...)` serves it)"
     def __init__(self,
@@ -37,6 +37,7 @@ class DevProvider:
         self.faults, self.latency, self.hang_for, self.hits = {}, {}, 30., Counter()
         self.id_token_claims, self.require_pkce = None, True
         self.op_sessions, self.logouts, self.backchannel_transport = {}, [], None  # see "Logout" below
+        self.rotate_refresh = False  # see "A protected API" below
         self.rotate_keys(alg)
         base = urlsplit(self.issuer).path
         self.app = Starlette(routes=[Route(base + path, self._endpoint(name), methods=ms) for name, path, ms in _routes])
@@ -65,7 +66,7 @@ class DevProvider:
 _routes = [('discovery', '/.well-known/openid-configuration', ['GET']), ('jwks', '/jwks', ['GET']),
            ('authorize', '/authorize', ['GET', 'POST']), ('token', '/token', ['POST']),
            ('userinfo', '/userinfo', ['GET', 'POST']), ('revoke', '/revoke', ['POST']),
-           ('end_session', '/logout', ['GET', 'POST'])]
+           ('end_session', '/logout', ['GET', 'POST']), ('api', '/api/{name}', ['GET'])]
 
 # %% ../nbs/api/06_devprovider.ipynb #75094d77
 @patch
@@ -242,7 +243,7 @@ def approve(self:DevProvider, url:str, email:str, name:str|None=None, deny:bool=
         raise ValueError(f"The provider did not send the browser back (HTTP {res.status_code})")
     return res.headers['location']
 
-# %% ../nbs/api/06_devprovider.ipynb #c44238d7
+# %% ../nbs/api/06_devprovider.ipynb #36936dda
 def _oauth_error(error:str, description:str, status:int=400) -> JSONResponse:
     return JSONResponse(dict(error=error, error_description=description), status, headers={'Cache-Control': 'no-store'})
 
@@ -266,7 +267,8 @@ async def _token(self:DevProvider, req):
     if f.get('grant_type') == 'refresh_token':
         r = self.refresh.get(f.get('refresh_token', ''))
         if not r or r['client_id'] != cid: return _oauth_error('invalid_grant', 'Unknown or revoked refresh token')
-        return self._grant(cid, r['user'], r['scope'], None, f['refresh_token'], r.get('sid'))[0]
+        if self.rotate_refresh: self._revoke_token(f['refresh_token'])  # a refresh token is used once; the answer has a new one
+        return self._grant(cid, r['user'], r['scope'], None, None if self.rotate_refresh else f['refresh_token'], r.get('sid'))[0]
     if f.get('grant_type') != 'authorization_code':
         return _oauth_error('unsupported_grant_type', 'Use authorization_code or refresh_token')
     code = f.get('code', '')
@@ -425,3 +427,18 @@ def confirm_logout(self:DevProvider, url:str) -> str:
         res = c.post(self.url('end_session'), data=dict(parse_qsl(urlsplit(url).query)))
     if res.status_code != 303: raise ValueError(f"The provider did not send the browser back (HTTP {res.status_code})")
     return res.headers['location']
+
+# %% ../nbs/api/06_devprovider.ipynb #38822a26
+@patch
+async def _api(self:DevProvider, req):
+    h = req.headers.get('authorization', '')
+    a = self.access.get(h[7:]) if h[:7].lower() == 'bearer ' else None
+    if not a or a['exp'] < time.time():
+        return JSONResponse(dict(error='invalid_token'), 401, headers={'WWW-Authenticate': 'Bearer error="invalid_token"'})
+    name = req.path_params['name']
+    if name == 'me': return JSONResponse(a['user'])
+    if name == 'items':
+        if 'items' not in a['scope'].split():
+            return JSONResponse(dict(error='insufficient_scope'), 403, headers={'WWW-Authenticate': 'Bearer error="insufficient_scope", scope="items"'})
+        return JSONResponse([dict(id=i, owner=a['user']['sub'], title=f'Item {i}') for i in range(1, 4)])
+    return JSONResponse(dict(error='not_found'), 404)

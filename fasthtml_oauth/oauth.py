@@ -34,7 +34,7 @@ def safe_next(path:str|None) -> str|None:
         if urlsplit(p).netloc or urlsplit(p).scheme: return None
     return path
 
-# %% ../nbs/api/04_oauth.ipynb #5170ec27
+# %% ../nbs/api/04_oauth.ipynb #52298178
 class OAuth:
     "Login through `cli` for FastHTML `app`: login-start, callback and logout routes, and a gate before every other path"
     def __init__(self, app, cli,
@@ -58,7 +58,8 @@ class OAuth:
                  pace:bool=False,              # Login steps take turns, so bursts of logins slow pages less
                  login_sessions='oauth_logins.db',  # `LoginSessions`, a store, or an SQLite file; `None`: cookie only
                  provider_logout:bool=False,        # Logout also ends the session at the provider (OpenID providers)
-                 backchannel_path:str|bool|None=None):  # Back-channel logout route; default `redir_path + '/backchannel-logout'`
+                 backchannel_path:str|bool|None=None,  # Back-channel logout route; default `redir_path + '/backchannel-logout'`
+                 keep_tokens=False):                  # Keep each user's token, encrypted, for `api` (`True`, or a `TokenStore`)
         _check_joining(getattr(app, '_oauth_gate', None), redir_path, ns)
         store_attr('app,cli,redir_path,error_path,logout_path,login_path,https,http_patterns,redir_method,ns,pace')
         if isinstance(hosts, str) or isinstance(proxies, str): raise TypeError("`hosts` and `proxies` are lists, not strings")
@@ -70,6 +71,7 @@ class OAuth:
         self.pending_logins = SessionLogins(max_pending, login_ttl)  # where logins in progress wait for their callback
         self.login_sessions = _login_sessions(login_sessions)        # where finished logins live until they end
         self._logout_options(provider_logout, backchannel_path)
+        self.token_store = _token_store(keep_tokens, self.login_sessions, app)
         self.signer = itsdangerous.URLSafeTimedSerializer(app.secret_key, salt='fasthtml-oauth-login-link' + redir_path)
         self._token_param = 'token' in inspect.signature(self.get_auth).parameters
         self._route(redir_path, self._callback, ['POST' if redir_method == 'post' else 'GET'])
@@ -291,7 +293,7 @@ async def _invalid(self:OAuth, scope, receive, session, auth) -> Response|None:
         if res := await _run(o.check_invalid, req, session, auth):
             return _htmx(req, _as_response(res, req)) if http else Response(status_code=403)
 
-# %% ../nbs/api/04_oauth.ipynb #d50d6225
+# %% ../nbs/api/04_oauth.ipynb #b734171c
 @cache
 def _sqlite(path:str) -> SQLiteStore:
     "One store per SQLite file in this process"
@@ -303,6 +305,14 @@ def _login_sessions(v) -> LoginSessions|None:
     if isinstance(v, (str, Path)): return LoginSessions(_sqlite(str(v) if str(v) == ':memory:' else str(Path(v).resolve())))
     if all(hasattr(v, m) for m in ('get', 'put', 'pop', 'delete', 'find')): return LoginSessions(v)
     raise TypeError("`login_sessions` is a `LoginSessions`, a store, an SQLite file name, or `None`")
+
+def _token_store(keep, ls, app):
+    "`OAuth`'s `keep_tokens` as a `TokenStore` (see [Tokens](10_tokens.ipynb)), or `None`"
+    if not keep: return None
+    from fasthtml_oauth.tokens import TokenStore
+    if isinstance(keep, TokenStore): return keep
+    if ls is None: raise ValueError("keep_tokens=True keeps tokens in the login sessions' store: give login_sessions, or a TokenStore")
+    return TokenStore(ls.store, secret=app.secret_key)
 
 @patch
 async def _ended(self:OAuth, scope, receive, session) -> Response|None:
@@ -419,7 +429,7 @@ async def _start(self:OAuth, req, session):
     except Exception as e: return self._fail(session, e)
     return RedirectResponse(lr.url, status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #1c403e78
+# %% ../nbs/api/04_oauth.ipynb #cdf8cc4f
 @patch
 def _fail(self:OAuth, session, err:Exception):
     "Send the browser to the error page with a safe message"
@@ -492,6 +502,7 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginReq
         return await _run(self.redir_login, session)
     auth = session.get('auth') or (f'{self.ns}:{ident}' if self.ns else ident)
     req.scope['auth'], session['auth'], session['oauth_via'] = auth, auth, self.redir_path
+    if self.token_store is not None: await self.token_store.save(self._provider(), auth, tok)
     if self.login_sessions is not None:
         session['oauth_login'] = await self.login_sessions.start(auth, self.redir_path, info.get('iss') or getattr(self.cli, 'issuer', None),
                                                                  info.get('sub'), info.get('sid'), req.headers.get('user-agent'),
@@ -590,7 +601,17 @@ async def _backchannel(self:OAuth, req, session):
     log.info("Back-channel logout from %s ended %d login(s)", c['iss'], n)
     return Response(status_code=200, headers={'Cache-Control': 'no-store'})
 
-# %% ../nbs/api/04_oauth.ipynb #9f36a86f
+# %% ../nbs/api/04_oauth.ipynb #a2abd1f8
+@patch
+def _provider(self:OAuth) -> str:
+    "The name a user's tokens are kept under: the `ns`, or the client's class"
+    return self.ns or type(self.cli).__name__
+
+@patch
+def _tokens(self:OAuth):
+    if self.token_store is None: raise ValueError("This OAuth keeps no tokens: create it with keep_tokens=True")
+    return self.token_store
+
 @patch
 def _logins(self:OAuth) -> LoginSessions:
     if self.login_sessions is None:

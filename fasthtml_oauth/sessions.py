@@ -5,12 +5,13 @@
 # %% auto #0
 __all__ = ['SQLiteStore', 'RedisStore', 'LoginSessions']
 
-# %% ../nbs/api/09_sessions.ipynb #6cd02abf
+# %% ../nbs/api/09_sessions.ipynb #3681ad6e
 import asyncio, json, secrets, threading, time, weakref
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from fastcore.basics import patch
 
-# %% ../nbs/api/09_sessions.ipynb #20bf51ff
+# %% ../nbs/api/09_sessions.ipynb #1de0d89c
 class SQLiteStore:
     "Records in SQLite through fastlite: a file shared by an app's processes, or `':memory:'`"
     def __init__(self, path:str='oauth_logins.db'):  # The database file (created if missing)
@@ -18,6 +19,7 @@ class SQLiteStore:
         self.path, self.lock = path, threading.Lock()
         self.writer = ThreadPoolExecutor(1, thread_name_prefix='oauth-store')  # commits, off the event loop
         self.db = database(path)
+        self.db.conn.setbusytimeout(5000)  # other processes on the file (uvicorn's workers) may hold it for a moment
         if path != ':memory:': self.db.execute('pragma journal_mode=wal')  # readers never wait for a writer
         self.db.execute('pragma synchronous=normal')  # with WAL: safe against crashes, no sync on every commit
         self.db.execute('pragma cache_size=-256')  # 256 KiB: lookups are by key, and the OS caches the file anyway
@@ -29,10 +31,22 @@ class SQLiteStore:
 
     def __repr__(self): return f'SQLiteStore({self.path!r})'
 
-# %% ../nbs/api/09_sessions.ipynb #c0e75235
+# %% ../nbs/api/09_sessions.ipynb #430097e9
 def _ttl(ttl) -> float:
     "`ttl` as a number of seconds a store can keep: not NaN, at most ten years"
     return 0. if ttl != ttl else max(-1., min(float(ttl), 3.2e8))
+
+@patch
+@contextmanager
+def _tx(self:SQLiteStore):
+    "A write transaction, taken at once (`BEGIN IMMEDIATE`): a read that later wants to write could find another process got there first"
+    with self.lock:
+        self._q('begin immediate')
+        try: yield
+        except BaseException:
+            self._q('rollback')
+            raise
+        self._q('commit')
 
 @patch
 async def _write(self:SQLiteStore, f, *args):
@@ -53,7 +67,7 @@ async def put(self:SQLiteStore, kind:str, key:str, value:dict, ttl:float, tags=(
 @patch
 def _put(self:SQLiteStore, kind, key, value, ttl, tags, when) -> bool:
     now, v = time.time(), json.dumps(value)
-    with self.lock, self.db.conn:
+    with self._tx():
         self._purge(now)
         if list(self._q('delete from oauth_items where kind=? and key=? and expires <= ? returning key', (kind, key, now))):
             self._q('delete from oauth_tags where kind=? and key=?', (kind, key))  # an expired record is no record
@@ -73,7 +87,7 @@ def _purge(self:SQLiteStore, now:float, n:int=20):
         self._q('delete from oauth_items where kind=? and key=?', (k, key))
         self._q('delete from oauth_tags where kind=? and key=?', (k, key))
 
-# %% ../nbs/api/09_sessions.ipynb #3b602490
+# %% ../nbs/api/09_sessions.ipynb #4bf063f5
 @patch
 async def pop(self:SQLiteStore, kind:str, key:str) -> dict|None:
     "Delete the record `key` of `kind` and return it, or `None`: of two callers, one gets it"
@@ -81,7 +95,7 @@ async def pop(self:SQLiteStore, kind:str, key:str) -> dict|None:
 
 @patch
 def _pop(self:SQLiteStore, kind, key) -> dict|None:
-    with self.lock, self.db.conn:
+    with self._tx():
         rows = list(self._q('delete from oauth_items where kind=? and key=? returning value, expires', (kind, key)))
         self._q('delete from oauth_tags where kind=? and key=?', (kind, key))
     return json.loads(rows[0][0]) if rows and rows[0][1] > time.time() else None
@@ -94,7 +108,7 @@ async def delete(self:SQLiteStore, kind:str, keys:list) -> int:
 @patch
 def _delete(self:SQLiteStore, kind, keys) -> int:
     n = 0
-    with self.lock, self.db.conn:
+    with self._tx():
         for key in keys:
             n += len(list(self._q('delete from oauth_items where kind=? and key=? returning key', (kind, key))))
             self._q('delete from oauth_tags where kind=? and key=?', (kind, key))

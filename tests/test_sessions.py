@@ -112,3 +112,18 @@ def test_two_processes_share_logins_in_redis(serve, scaleout, redis_url):
         assert 'id="ended">2<' in laptop.post(f'{B}/everywhere').text
         assert [b.get(f'{A}/account').headers.get('location') for b in (phone, laptop)] == ['/login', '/login']
         copy.close()
+
+def test_processes_share_a_fresh_sqlite_file(tmp_path):
+    "Six processes create one SQLite file at once and write to it (uvicorn's workers, parallel notebook runs): none fails"
+    import subprocess, sys
+    code = f"""
+import asyncio
+from fasthtml_oauth.sessions import LoginSessions, SQLiteStore
+async def main():
+    ls = LoginSessions(SQLiteStore({str(tmp_path/'logins.db')!r}))
+    for _ in range(30): assert await ls.check(await ls.start('u'), 'u')
+asyncio.run(main())
+"""
+    procs = [subprocess.Popen([sys.executable, '-c', code], stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    results = [(p.wait(60), p.stderr.read()[-500:]) for p in procs]
+    assert all(rc == 0 for rc, _ in results), results
