@@ -561,12 +561,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                   'fasthtml_oauth/tokens.py'),
                                        'fasthtml_oauth.tokens.TokenStore.save': ( 'api/tokens.html#tokenstore.save',
                                                                                   'fasthtml_oauth/tokens.py'),
-                                       'fasthtml_oauth.tokens._UserAuth': ('api/tokens.html#_userauth', 'fasthtml_oauth/tokens.py'),
-                                       'fasthtml_oauth.tokens._UserAuth.__init__': ( 'api/tokens.html#_userauth.__init__',
-                                                                                     'fasthtml_oauth/tokens.py'),
-                                       'fasthtml_oauth.tokens._UserAuth.async_auth_flow': ( 'api/tokens.html#_userauth.async_auth_flow',
-                                                                                            'fasthtml_oauth/tokens.py'),
                                        'fasthtml_oauth.tokens._b64': ('api/tokens.html#_b64', 'fasthtml_oauth/tokens.py'),
                                        'fasthtml_oauth.tokens._kid': ('api/tokens.html#_kid', 'fasthtml_oauth/tokens.py'),
                                        'fasthtml_oauth.tokens._owner': ('api/tokens.html#_owner', 'fasthtml_oauth/tokens.py'),
+                                       'fasthtml_oauth.tokens._user_auth': ('api/tokens.html#_user_auth', 'fasthtml_oauth/tokens.py'),
                                        'fasthtml_oauth.tokens.derive_key': ('api/tokens.html#derive_key', 'fasthtml_oauth/tokens.py')}}}

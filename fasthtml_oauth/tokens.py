@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['LoginRequired', 'derive_key', 'TokenStore']
 
-# %% ../nbs/api/10_tokens.ipynb #555780d3
+# %% ../nbs/api/10_tokens.ipynb #e10cb0f3
 import asyncio, base64, hashlib, json, os, time
-import httpx
+from functools import cache
 from fastcore.basics import patch
 from .core import *
 from .oauth import OAuth
@@ -107,21 +107,27 @@ async def fresh_token(self:OAuth, auth, stale:str|None=None) -> Token:
         await ts.save(prov, auth, new)
         return new
 
-# %% ../nbs/api/10_tokens.ipynb #efc989fa
-class _UserAuth(httpx.Auth):
-    "httpx auth that adds `auth`'s access token from `oauth`, refreshing it when expired or refused once"
-    def __init__(self, oauth, auth): self.oauth, self.auth = oauth, auth
-    async def async_auth_flow(self, request):
-        tok = await self.oauth.fresh_token(self.auth)
-        request.headers['Authorization'] = f'Bearer {tok.access_token}'
-        res = yield request
-        if res.status_code == 401:
-            tok = await self.oauth.fresh_token(self.auth, stale=tok.access_token)
+# %% ../nbs/api/10_tokens.ipynb #54a69e42
+@cache
+def _user_auth():
+    "The httpx auth class of `api`, made on first use (httpx is imported only when needed)"
+    import httpx
+    class UserAuth(httpx.Auth):
+        "Adds `auth`'s access token from `oauth`, refreshing it when expired, or once when refused"
+        def __init__(self, oauth, auth): self.oauth, self.auth = oauth, auth
+        async def async_auth_flow(self, request):
+            tok = await self.oauth.fresh_token(self.auth)
             request.headers['Authorization'] = f'Bearer {tok.access_token}'
-            yield request
+            res = yield request
+            if res.status_code == 401:
+                tok = await self.oauth.fresh_token(self.auth, stale=tok.access_token)
+                request.headers['Authorization'] = f'Bearer {tok.access_token}'
+                yield request
+    return UserAuth
 
 @patch
-def api(self:OAuth, auth, **kwargs) -> httpx.AsyncClient:
+def api(self:OAuth, auth, **kwargs) -> 'httpx.AsyncClient':
     "An `httpx.AsyncClient` acting for `auth` with their provider token (kwargs go to the client, e.g. `base_url`)"
+    import httpx
     self._tokens()
-    return httpx.AsyncClient(auth=_UserAuth(self, auth), **kwargs)
+    return httpx.AsyncClient(auth=_user_auth()(self, auth), **kwargs)
