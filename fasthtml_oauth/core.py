@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['loopback_hosts', 'http_patterns', 'get_host', 'hostname', 'url_match', 'redir_url', 'safe_text', 'OAuthError',
            'ProviderError', 'TokenError', 'UserInfoError', 'NetworkError', 'ProviderTimeout', 'InvalidResponse',
-           'InsecureTransport', 'StateError', 'NonceError', 'IdTokenError', 'Fields', 'Token', 'UserInfo', 'check_url',
-           'pkce_challenge', 'LoginRequest']
+           'InsecureTransport', 'StateError', 'NonceError', 'IdTokenError', 'LoginRequired', 'Fields', 'Token',
+           'UserInfo', 'check_url', 'pkce_challenge', 'LoginRequest']
 
 # %% ../nbs/api/00_core.ipynb #afff55b5
 import base64, hashlib, json, math, re, time
@@ -89,7 +89,7 @@ class InvalidResponse(OAuthError):
     "The provider answered with something that is not a valid OAuth response (malformed, too large, ...)"
     error = 'invalid_response'
 
-# %% ../nbs/api/00_core.ipynb #51a6b2dd
+# %% ../nbs/api/00_core.ipynb #7fc31794
 class InsecureTransport(OAuthError):
     "An endpoint uses plain `http` on a host that is not loopback"
     error = 'insecure_transport'
@@ -105,6 +105,10 @@ class NonceError(OAuthError):
 class IdTokenError(OAuthError):
     "The id_token failed verification (signature, issuer, audience, expiry)"
     error = 'invalid_id_token'
+
+class LoginRequired(OAuthError):
+    "The user's provider token is gone or was refused: they must log in again"
+    error = 'login_required'
 
 # %% ../nbs/api/00_core.ipynb #0e4f51c4
 class Fields(dict):

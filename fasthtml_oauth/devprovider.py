@@ -442,3 +442,13 @@ async def _api(self:DevProvider, req):
             return JSONResponse(dict(error='insufficient_scope'), 403, headers={'WWW-Authenticate': 'Bearer error="insufficient_scope", scope="items"'})
         return JSONResponse([dict(id=i, owner=a['user']['sub'], title=f'Item {i}') for i in range(1, 4)])
     return JSONResponse(dict(error='not_found'), 404)
+
+# %% ../nbs/api/06_devprovider.ipynb #6b38c614
+@patch
+def revoke_grant(self:DevProvider, email:str) -> int:
+    "Revoke every token issued for the user `email`: how many refresh tokens there were"
+    sub = self.user_claims(email)['sub']
+    rts = [rt for rt, r in self.refresh.items() if r['user']['sub'] == sub]
+    for rt in rts: self._revoke_token(rt)
+    for at in [k for k, v in self.access.items() if v['user']['sub'] == sub]: del self.access[at]
+    return len(rts)

@@ -34,7 +34,7 @@ def safe_next(path:str|None) -> str|None:
         if urlsplit(p).netloc or urlsplit(p).scheme: return None
     return path
 
-# %% ../nbs/api/04_oauth.ipynb #52298178
+# %% ../nbs/api/04_oauth.ipynb #4862f29c
 class OAuth:
     "Login through `cli` for FastHTML `app`: login-start, callback and logout routes, and a gate before every other path"
     def __init__(self, app, cli,
@@ -72,6 +72,7 @@ class OAuth:
         self.login_sessions = _login_sessions(login_sessions)        # where finished logins live until they end
         self._logout_options(provider_logout, backchannel_path)
         self.token_store = _token_store(keep_tokens, self.login_sessions, app)
+        if self.token_store is not None: _catch_login_required(app, self)
         self.signer = itsdangerous.URLSafeTimedSerializer(app.secret_key, salt='fasthtml-oauth-login-link' + redir_path)
         self._token_param = 'token' in inspect.signature(self.get_auth).parameters
         self._route(redir_path, self._callback, ['POST' if redir_method == 'post' else 'GET'])
@@ -601,7 +602,15 @@ async def _backchannel(self:OAuth, req, session):
     log.info("Back-channel logout from %s ended %d login(s)", c['iss'], n)
     return Response(status_code=200, headers={'Cache-Control': 'no-store'})
 
-# %% ../nbs/api/04_oauth.ipynb #a2abd1f8
+# %% ../nbs/api/04_oauth.ipynb #5f3093e6
+def _catch_login_required(app, oauth):
+    "Answer a page whose provider call raised `LoginRequired` (the user's token is gone) by sending the browser to log in"
+    async def relogin(req, exc):
+        req.session.pop('auth', None); req.session.pop('oauth_login', None)
+        _remember_page(req, req.session)
+        return _htmx(req, _as_response(await _run(oauth.redir_login, req.session), req))
+    if LoginRequired not in app.exception_handlers: app.add_exception_handler(LoginRequired, relogin)
+
 @patch
 def _provider(self:OAuth) -> str:
     "The name a user's tokens are kept under: the `ns`, or the client's class"
