@@ -567,6 +567,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                   'fasthtml_oauth/tokens.py'),
                                        'fasthtml_oauth.tokens._b64': ('api/tokens.html#_b64', 'fasthtml_oauth/tokens.py'),
                                        'fasthtml_oauth.tokens._kid': ('api/tokens.html#_kid', 'fasthtml_oauth/tokens.py'),
+                                       'fasthtml_oauth.tokens._origin': ('api/tokens.html#_origin', 'fasthtml_oauth/tokens.py'),
                                        'fasthtml_oauth.tokens._owner': ('api/tokens.html#_owner', 'fasthtml_oauth/tokens.py'),
                                        'fasthtml_oauth.tokens._user_auth': ('api/tokens.html#_user_auth', 'fasthtml_oauth/tokens.py'),
                                        'fasthtml_oauth.tokens.derive_key': ('api/tokens.html#derive_key', 'fasthtml_oauth/tokens.py')}}}

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['derive_key', 'TokenStore']
 
-# %% ../nbs/api/10_tokens.ipynb #e10cb0f3
-import asyncio, base64, hashlib, json, os, time
+# %% ../nbs/api/10_tokens.ipynb #5b156f18
+import asyncio, base64, hashlib, json, os, time, weakref
 from functools import cache
 from fastcore.basics import patch
 from .core import *
@@ -36,7 +36,7 @@ class TokenStore:
 
     def __repr__(self): return f'TokenStore({self.store!r})'
 
-# %% ../nbs/api/10_tokens.ipynb #50b55830
+# %% ../nbs/api/10_tokens.ipynb #d22d743e
 def _b64(b:bytes) -> str: return base64.urlsafe_b64encode(b).decode()
 def _owner(provider:str, auth) -> str: return f"{provider} {json.dumps(auth, sort_keys=True)}"
 
@@ -51,6 +51,7 @@ def _seal(self:TokenStore, owner:str, token:dict) -> dict:
 def _unseal(self:TokenStore, owner:str, rec:dict) -> Token|None:
     "The token in `rec`, if one of the keys opens it for `owner`; else `None` (a dropped key, another owner, tampering)"
     from cryptography.exceptions import InvalidTag
+    if not isinstance(rec, dict): return None
     for kid, aead in self._keys:
         if kid != rec.get('k'): continue
         try: return Token(json.loads(aead.decrypt(base64.urlsafe_b64decode(rec['n']), base64.urlsafe_b64decode(rec['c']), owner.encode())))
@@ -76,43 +77,47 @@ async def delete(self:TokenStore, provider:str, auth) -> bool:
     "Forget the token of `auth` at `provider`; whether there was one"
     return await self.store.delete(self.kind, [_owner(provider, json.loads(json.dumps(auth)))]) > 0
 
-# %% ../nbs/api/10_tokens.ipynb #7fc347f6
+# %% ../nbs/api/10_tokens.ipynb #7177e00c
 @patch
 async def fresh_token(self:OAuth, auth, stale:str|None=None) -> Token:
     "The user's token, refreshed first if it has expired (or is the `stale` access token a provider just refused)"
     ts, prov = self._tokens(), self._provider()
     def usable(t): return t is not None and not t.expired and t.access_token != stale
     if usable(tok := await ts.load(prov, auth)): return tok
-    locks = self.__dict__.setdefault('_refreshing', {})
-    lock = locks.setdefault(_owner(prov, auth), asyncio.Lock())
+    key = _owner(prov, auth)
+    locks = self.__dict__.setdefault('_refreshing', weakref.WeakValueDictionary())  # gone when no one waits
+    lock = locks.get(k := (id(asyncio.get_running_loop()), key)) or locks.setdefault(k, asyncio.Lock())
     async with lock:
-        if usable(tok := await ts.load(prov, auth)): return tok  # refreshed while we waited
-        if tok is None or not tok.refresh_token: raise LoginRequired("No usable token is kept for this user: log in again")
-        key = _owner(prov, auth)
-        if not await ts.store.put('token-refresh', key, {}, 30, when='absent'):  # another process is refreshing
-            for _ in range(200):
-                await asyncio.sleep(0.05)
-                if usable(t := await ts.load(prov, auth)): return t
-            raise LoginRequired("The token could not be refreshed in time: log in again")
-        try: new = await self.cli.refresh_async(tok)
-        except ProviderError as e:
-            if e.error != 'invalid_grant': raise
-            await ts.delete(prov, auth)
-            raise LoginRequired("The provider refused to refresh this user's token: log in again") from None
+        for _ in range(200):  # until this process holds the store's lock, or another's refresh has landed
+            if usable(tok := await ts.load(prov, auth)): return tok
+            if tok is None or not tok.refresh_token: raise LoginRequired("No usable token is kept for this user: log in again")
+            if await ts.store.put('token-refresh', key, {}, 30, when='absent'): break
+            await asyncio.sleep(0.05)
+        else: raise ProviderTimeout("Another process has been refreshing this user's token for 10 s; try again")
+        try:
+            try: new = await self.cli.refresh_async(tok)
+            except ProviderError as e:
+                if e.error != 'invalid_grant': raise
+                if (now := await ts.load(prov, auth)) is not None and now.refresh_token == tok.refresh_token: await ts.delete(prov, auth)
+                raise LoginRequired("The provider refused to refresh this user's token: log in again") from None
+            if new.refresh_token is None: new['refresh_token'] = tok.refresh_token
+            await ts.save(prov, auth, new)  # saved before the lock goes: the next to take it finds the new token
+            return new
         finally: await ts.store.delete('token-refresh', [key])
-        if new.refresh_token is None: new['refresh_token'] = tok.refresh_token
-        await ts.save(prov, auth, new)
-        return new
 
-# %% ../nbs/api/10_tokens.ipynb #54a69e42
+# %% ../nbs/api/10_tokens.ipynb #73c89dd8
+def _origin(url) -> tuple: return (url.scheme, url.host, url.port)
+
 @cache
 def _user_auth():
     "The httpx auth class of `api`, made on first use (httpx is imported only when needed)"
     import httpx
     class UserAuth(httpx.Auth):
-        "Adds `auth`'s access token from `oauth`, refreshing it when expired, or once when refused"
-        def __init__(self, oauth, auth): self.oauth, self.auth = oauth, auth
+        "Adds `auth`'s access token from `oauth` to requests for `base_url`'s origin, refreshing it when expired, or once when refused"
+        def __init__(self, oauth, auth, base_url): self.oauth, self.auth, self.origin = oauth, auth, _origin(httpx.URL(base_url))
         async def async_auth_flow(self, request):
+            if _origin(request.url) != self.origin:  # an URL from API data or a user must not get the user's token
+                raise OAuthError(f"Refusing to send the user's token to {request.url.host}: this client is for {self.origin[1]}")
             tok = await self.oauth.fresh_token(self.auth)
             request.headers['Authorization'] = f'Bearer {tok.access_token}'
             res = yield request
@@ -123,8 +128,10 @@ def _user_auth():
     return UserAuth
 
 @patch
-def api(self:OAuth, auth, **kwargs) -> 'httpx.AsyncClient':
-    "An `httpx.AsyncClient` acting for `auth` with their provider token (kwargs go to the client, e.g. `base_url`)"
+def api(self:OAuth, auth,
+        base_url:str,  # The API's origin, e.g. `'https://api.github.com'`: the token goes to no other
+        **kwargs):     # Passed to `httpx.AsyncClient`
+    "An `httpx.AsyncClient` acting for `auth` with their provider token, for the API at `base_url`"
     import httpx
     self._tokens()
-    return httpx.AsyncClient(auth=_user_auth()(self, auth), **kwargs)
+    return httpx.AsyncClient(auth=_user_auth()(self, auth, check_url(base_url, 'API')), base_url=base_url, **kwargs)
