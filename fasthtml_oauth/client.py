@@ -321,6 +321,19 @@ def login_flow(self:AppClient,
     return LoginRequest(url, state, verifier, redirect_uri, nonce or None, payload, time.time())
 twins(AppClient, 'login_flow', 'login_request')
 
+# %% ../nbs/api/01_client.ipynb #745f84b3
+AppClient.refresh_scopes = ()  # scopes a provider wants before it issues refresh tokens, e.g. `('offline_access',)`
+
+@patch
+def for_refresh(self:AppClient, scope:str|list|None, kw:dict) -> tuple:
+    "The `scope` and login parameters `kw` with what this provider needs to also issue a refresh token"
+    return (_with_scope(scope, self.scope, *self.refresh_scopes) if self.refresh_scopes else scope), kw
+
+def _with_scope(scope, default, *extra) -> list:
+    "`scope` (or `default`) as a list, with the `extra` scopes it lacks"
+    have = scope_to_list(scope or default) or []
+    return have + [s for s in extra if s not in have]
+
 # %% ../nbs/api/01_client.ipynb #0c564c0b
 def _error_body(res) -> dict:
     "The OAuth error fields of a failed answer, JSON or form-encoded, if it has them"

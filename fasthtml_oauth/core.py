@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['loopback_hosts', 'http_patterns', 'get_host', 'hostname', 'url_match', 'redir_url', 'safe_text', 'OAuthError',
            'ProviderError', 'TokenError', 'UserInfoError', 'NetworkError', 'ProviderTimeout', 'InvalidResponse',
-           'InsecureTransport', 'StateError', 'NonceError', 'IdTokenError', 'LoginRequired', 'Fields', 'Token',
-           'UserInfo', 'check_url', 'pkce_challenge', 'LoginRequest']
+           'InsecureTransport', 'StateError', 'NonceError', 'IdTokenError', 'LoginRequired', 'ScopeRequired', 'Fields',
+           'Token', 'UserInfo', 'check_url', 'pkce_challenge', 'LoginRequest']
 
 # %% ../nbs/api/00_core.ipynb #afff55b5
 import base64, hashlib, json, math, re, time
@@ -89,7 +89,7 @@ class InvalidResponse(OAuthError):
     "The provider answered with something that is not a valid OAuth response (malformed, too large, ...)"
     error = 'invalid_response'
 
-# %% ../nbs/api/00_core.ipynb #7fc31794
+# %% ../nbs/api/00_core.ipynb #202c99ec
 class InsecureTransport(OAuthError):
     "An endpoint uses plain `http` on a host that is not loopback"
     error = 'insecure_transport'
@@ -109,6 +109,13 @@ class IdTokenError(OAuthError):
 class LoginRequired(OAuthError):
     "The user's provider token is gone or was refused: they must log in again"
     error = 'login_required'
+
+class ScopeRequired(OAuthError):
+    "The user's token lacks the `missing` scopes a page needs: they must consent to `scope` (all those to ask for)"
+    error = 'insufficient_scope'
+    def __init__(self, msg:str, scope:list, missing:list, oauth=None):
+        super().__init__(msg)
+        self.scope, self.missing, self.oauth = scope, missing, oauth
 
 # %% ../nbs/api/00_core.ipynb #0e4f51c4
 class Fields(dict):

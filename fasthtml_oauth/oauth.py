@@ -416,7 +416,7 @@ def _kept_by_logins(name:str, doc:str):
 OAuth.max_pending = _kept_by_logins('max_pending', "Logins in progress kept per browser")
 OAuth.login_ttl = _kept_by_logins('ttl', "Seconds a started login may take to come back")
 
-# %% ../nbs/api/04_oauth.ipynb #2d1dc369
+# %% ../nbs/api/04_oauth.ipynb #3bc11ec2
 @patch
 async def _start(self:OAuth, req, session):
     try: opts = self.signer.loads(req.query_params.get('t', ''), max_age=86400)
@@ -424,13 +424,15 @@ async def _start(self:OAuth, req, session):
         return self._fail(session, StateError("This login link is invalid or too old; please start again"))
     opts = _for_this_browser(opts, req)
     try:
-        lr = await self.cli.login_request_async(self.redir_url(req), opts['scope'], opts['state'], **opts['kw'])
+        scope, kw = opts['scope'], opts['kw']
+        if self.token_store is not None: scope, kw = self.cli.for_refresh(scope, kw)  # a refresh token, for `api`
+        lr = await self.cli.login_request_async(self.redir_url(req), scope, opts['state'], **kw)
         lr.next, lr.via = opts['next'], self.redir_path
         self.pending_logins.put(session, lr)
     except Exception as e: return self._fail(session, e)
     return RedirectResponse(lr.url, status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #cdf8cc4f
+# %% ../nbs/api/04_oauth.ipynb #2b655e68
 @patch
 def _fail(self:OAuth, session, err:Exception):
     "Send the browser to the error page with a safe message"
@@ -494,7 +496,7 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginReq
         raise InvalidResponse("The provider's identifier for this user is not a short string or number")
     nxt = lr.next or session.get('oauth_next')
     await self._end_previous(session)
-    kept = {k: session[k] for k in (self.pending_logins.key, 'oauth_browser') + self.keep if k in session}
+    kept = {k: session[k] for k in (self.pending_logins.key, 'oauth_browser', 'oauth_consent') + self.keep if k in session}
     session.clear(); session.update(kept)
     res = await _run(self.get_auth, info, ident, session, lr.payload, **(dict(token=tok) if self._token_param else {}))
     if not res:
@@ -503,7 +505,7 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginReq
         return await _run(self.redir_login, session)
     auth = session.get('auth') or (f'{self.ns}:{ident}' if self.ns else ident)
     req.scope['auth'], session['auth'], session['oauth_via'] = auth, auth, self.redir_path
-    if self.token_store is not None: await self.token_store.save(self._provider(), auth, tok)
+    if self.token_store is not None: await self._keep_token(auth, tok)
     if self.login_sessions is not None:
         session['oauth_login'] = await self.login_sessions.start(auth, self.redir_path, info.get('iss') or getattr(self.cli, 'issuer', None),
                                                                  info.get('sub'), info.get('sid'), req.headers.get('user-agent'),
@@ -511,7 +513,7 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginReq
     if isinstance(res, Response): return res
     return RedirectResponse(safe_next(nxt) or '/', status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #b732bb42
+# %% ../nbs/api/04_oauth.ipynb #ca992bb0
 @patch
 async def _end_previous(self:OAuth, session):
     "End the login this browser had before logging in again, so it does not linger (and count against the user's cap)"
@@ -531,7 +533,9 @@ async def _logout(self:OAuth, req, session):
             session['oauth_unended'], session['oauth_via'] = id, me.redir_path
             return _htmx(req, self._fail(session, OAuthError("You are logged out in this browser, but the login could not "
                                                              "be ended everywhere; please log out again in a moment")))
+    auth = session.get('auth')
     session.clear()
+    if me.token_store is not None: await me._forget_token(auth, unless_logged_in=True)
     # only a POST (a form button) goes on to the provider: a GET can come from any site's link or image
     if me.provider_logout and rec and req.method == 'POST': return _htmx(req, await me._to_provider_logout(req, session, rec))
     return _htmx(req, await _run(me.logout, session))
@@ -602,19 +606,30 @@ async def _backchannel(self:OAuth, req, session):
     log.info("Back-channel logout from %s ended %d login(s)", c['iss'], n)
     return Response(status_code=200, headers={'Cache-Control': 'no-store'})
 
-# %% ../nbs/api/04_oauth.ipynb #5f3093e6
+# %% ../nbs/api/04_oauth.ipynb #66e5628e
 def _catch_login_required(app, oauth):
-    "Answer a page whose provider call raised `LoginRequired` (the user's token is gone) by sending the browser to log in"
+    "Answer a page whose provider call needs a new login (`LoginRequired`) or more consent (`ScopeRequired`)"
     async def relogin(req, exc):
+        await oauth._end_previous(req.session)  # this login is over: its record must not count as a live login
         req.session.pop('auth', None); req.session.pop('oauth_login', None)
         _remember_page(req, req.session)
         return _htmx(req, _as_response(await _run(oauth.redir_login, req.session), req))
-    if LoginRequired not in app.exception_handlers: app.add_exception_handler(LoginRequired, relogin)
+    async def consent(req, exc):
+        asked, session = dict(scope=exc.missing, at=time.time()), req.session
+        if (prev := session.get('oauth_consent')) and prev.get('scope') == exc.missing and time.time() - prev['at'] < 300:
+            session.pop('oauth_consent')  # asked just now and not granted: say so rather than ask again
+            err = OAuthError(f"The provider did not grant what this page needs: {' '.join(exc.missing)}")
+            return _htmx(req, (exc.oauth or oauth)._fail(session, err))
+        _remember_page(req, session)
+        session['oauth_consent'] = asked
+        return _htmx(req, RedirectResponse((exc.oauth or oauth).login_link(req, scope=exc.scope), status_code=303))
+    if LoginRequired not in app.exception_handlers:
+        app.add_exception_handler(LoginRequired, relogin); app.add_exception_handler(ScopeRequired, consent)
 
 @patch
 def _provider(self:OAuth) -> str:
-    "The name a user's tokens are kept under: the `ns`, or the client's class"
-    return self.ns or type(self.cli).__name__
+    "The name a user's tokens are kept under: the `ns`, or the client's class and id (one app's tokens are not another's)"
+    return self.ns or f'{type(self.cli).__name__}:{self.cli.client_id}'
 
 @patch
 def _tokens(self:OAuth):
@@ -635,12 +650,16 @@ async def sessions(self:OAuth, auth) -> list:
 @patch
 async def logout_everywhere(self:OAuth, auth) -> int:
     "End every login of `auth`, in every browser; how many there were"
-    return await self._logins().end_all(auth)
+    n = await self._logins().end_all(auth)
+    if self.token_store is not None: await self._forget_token(auth)
+    return n
 
 @patch
 async def end_session(self:OAuth, id:str, auth) -> bool:
     "End the login `id` (from `sessions`) if it belongs to `auth`; whether it did"
-    return await self._logins().end(id, auth)
+    if not await self._logins().end(id, auth): return False
+    if self.token_store is not None: await self._forget_token(auth, unless_logged_in=True)
+    return True
 
 @patch
 def login_id(self:OAuth, session) -> str|None:

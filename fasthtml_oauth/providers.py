@@ -6,7 +6,7 @@
 __all__ = ['GoogleAppClient', 'GitHubAppClient', 'HuggingFaceClient', 'DiscordAppClient', 'Auth0AppClient', 'AppleAppClient',
            'MicrosoftAppClient', 'GitLabAppClient']
 
-# %% ../nbs/api/03_providers.ipynb #790e6dfd
+# %% ../nbs/api/03_providers.ipynb #14c6ed3b
 import json, time
 from pathlib import Path
 from urllib.parse import quote
@@ -17,7 +17,7 @@ from .client import *
 from .oidc import *
 from .client import _basic, _part
 
-# %% ../nbs/api/03_providers.ipynb #3273827d
+# %% ../nbs/api/03_providers.ipynb #8ab0238d
 _google = dict(authorization_endpoint='https://accounts.google.com/o/oauth2/v2/auth',
                token_endpoint='https://oauth2.googleapis.com/token',
                userinfo_endpoint='https://openidconnect.googleapis.com/v1/userinfo',
@@ -49,6 +49,10 @@ class GoogleAppClient(OIDCAppClient):
 
     def expected_issuer(self, claims):
         return 'accounts.google.com' if claims.get('iss') == 'accounts.google.com' else self.issuer
+
+    def for_refresh(self, scope, kw):
+        "Ask for a refresh token (`access_type=offline`) and a token for every scope granted so far"
+        return scope, dict(access_type='offline', include_granted_scopes='true') | kw
 
 # %% ../nbs/api/03_providers.ipynb #bff10a88
 class GitHubAppClient(AppClient):
@@ -136,10 +140,10 @@ class DiscordAppClient(AppClient):
                     name=raw.get('global_name') or raw.get('username'), picture=avatar)
         return info
 
-# %% ../nbs/api/03_providers.ipynb #72335f71
+# %% ../nbs/api/03_providers.ipynb #2a85adad
 class Auth0AppClient(OIDCAppClient):
     "Auth0: OpenID Connect for the tenant at `domain`"
-    scope = 'openid email profile'
+    scope, refresh_scopes = 'openid email profile', ('offline_access',)
     def __init__(self, domain:str, client_id:str, client_secret:str, code=None, scope:str|list|None=None,
                  redirect_uri:str='',  # Callback path, for `login_link(req)`
                  **kwargs):
@@ -196,12 +200,13 @@ class AppleAppClient(OIDCAppClient):
         if name and not info.name: info['name'] = safe_text(name, 100)
         return info
 
-# %% ../nbs/api/03_providers.ipynb #ac742a2c
+# %% ../nbs/api/03_providers.ipynb #5082a52a
 _ms = 'https://login.microsoftonline.com'
 
 class MicrosoftAppClient(OIDCAppClient):
     "Microsoft Entra ID: OpenID Connect for a `tenant` (`common`, `organizations`, `consumers` or a tenant id)"
     scope, consumers_tid = 'openid email profile', '9188040d-6c67-4c5b-b112-36a304b66dad'
+    refresh_scopes = ('offline_access',)
 
     def __init__(self, client_id:str, client_secret:str, tenant:str='common', scope:str|list|None=None, **kwargs):
         known = dict(authorization_endpoint=f'{_ms}/{tenant}/oauth2/v2.0/authorize',
