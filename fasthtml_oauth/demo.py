@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['providers', 'static', 'hdrs', 'demo_client', 'DemoAuth', 'make_app', 'main']
 
-# %% ../nbs/api/07_demo.ipynb #c7de272d
-import os, secrets
+# %% ../nbs/api/07_demo.ipynb #c87dae8f
+import os, secrets, time
 from importlib.resources import files
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,7 +22,7 @@ from .oauth import OAuth
 from .devprovider import DevProvider
 from .buttons import LoginButtons
 
-# %% ../nbs/api/07_demo.ipynb #60b6af00
+# %% ../nbs/api/07_demo.ipynb #b5bd0fca
 providers = dict(google=GoogleAppClient, github=GitHubAppClient, huggingface=HuggingFaceClient, discord=DiscordAppClient,
                  gitlab=GitLabAppClient, microsoft=MicrosoftAppClient)
 
@@ -34,7 +34,8 @@ def demo_client(base:str,            # The demo's own URL, e.g. `'http://localho
     val = lambda k: (env.get(k) or '').strip()
     name, cid, secret = val('AUTH_PROVIDER').lower(), val('AUTH_CLIENT_ID'), val('AUTH_CLIENT_SECRET')
     if not any(k in env for k in ('AUTH_PROVIDER', 'AUTH_CLIENT_ID', 'AUTH_CLIENT_SECRET')):
-        dp = DevProvider(issuer=base + '/dev-provider')
+        dp = DevProvider(issuer=base + '/dev-provider', token_ttl=120)  # short-lived tokens: refreshes show on /profile
+        dp.rotate_refresh = True
         dp.register('fasthtml-oauth-demo', secret := secrets.token_urlsafe(24), [base + '/redirect'])
         cli = OIDCAppClient('fasthtml-oauth-demo', secret, issuer=dp.issuer, transport=dp.transport)
         return cli, dp, 'the DevProvider'
@@ -49,7 +50,7 @@ def demo_client(base:str,            # The demo's own URL, e.g. `'http://localho
     label = name.title().replace('hub', 'Hub').replace('lab', 'Lab').replace('face', 'Face')
     return providers[name](cid, secret), None, label
 
-# %% ../nbs/api/07_demo.ipynb #97178510
+# %% ../nbs/api/07_demo.ipynb #0111f809
 static = Path(str(files('fasthtml_oauth')/'static'))  # htmx.min.js (htmx 2.0.7, from npm's htmx.org), demo.css, favicon.ico
 hdrs = [Meta(name='viewport', content='width=device-width, initial-scale=1'), Script(src='/htmx.min.js'),
         Link(rel='stylesheet', href='/demo.css'), Link(rel='icon', href='/favicon.ico')]
@@ -60,7 +61,7 @@ class DemoAuth(OAuth):
     def get_auth(self, info, ident, session, state):
         if str(ident) not in self.counts: self.counts.insert(name=str(ident), count=0)
         session['name'] = info.name or info.email or info.username or str(ident)
-        return RedirectResponse('/', status_code=303)
+        return True  # then back to the page that sent the user to log in, or home
 
 def make_app(base:str='http://localhost:5001', db:str=':memory:', env:dict|None=None):
     "The demo as an ASGI app (with its DevProvider at `/dev-provider` if it has one), and the FastHTML app"
@@ -68,8 +69,9 @@ def make_app(base:str='http://localhost:5001', db:str=':memory:', env:dict|None=
     counts = database(db).t.counts
     if counts not in counts.db.t: counts.create(dict(name=str, count=int), pk='name')
     app = FastHTML(secret_key=secrets.token_hex(32), default_hdrs=False, hdrs=hdrs, canonical=False)
-    oauth = DemoAuth(app, cli, static_path=static, login_sessions=db)  # logins in the counts' database
+    oauth = DemoAuth(app, cli, static_path=static, login_sessions=db, keep_tokens=True)  # logins, tokens: the counts' db
     oauth.counts = counts
+    _api_pages(app, oauth, cli, dp)
 
     @app.get('/{fname:path}.{ext:static}')
     def asset(fname:str, ext:str):
@@ -96,6 +98,7 @@ def make_app(base:str='http://localhost:5001', db:str=':memory:', env:dict|None=
             Div(Span(counts[str(auth)]['count'], id='count'), Span('clicks so far'), cls='count'),
             Div(Button('Increment', hx_post='/increment', hx_target='#count'),
                 Form(Button('Log out', cls='secondary'), method='post', action='/logout'), cls='actions'),
+            P(A("Call the provider's API for you", href='/profile')),
             H2('Where you are logged in'), Ul(*logins, cls='logins'),
             Form(Button('Log out everywhere', cls='secondary'), method='post', action='/logout-everywhere'), _footer)
 
@@ -112,6 +115,33 @@ def make_app(base:str='http://localhost:5001', db:str=':memory:', env:dict|None=
     return _with_provider(app, dp), app
 
 _footer = Footer('The counter app of FastHTML’s OAuth page, logging in with fasthtml_oauth.')
+
+def _when(t) -> str: return time.strftime('%H:%M:%S', time.localtime(t)) if t else 'unknown'
+
+def _api_pages(app, oauth, cli, dp):
+    "The pages that call the provider's API for the user: their profile, and (DevProvider) items that need one more scope"
+    @app.get('/profile')
+    async def profile(auth):
+        url = cli.info_url or (await cli.metadata_async()).get('userinfo_endpoint')
+        async with oauth.api(auth, url, transport=dp.transport if dp else None) as api: res = await api.get(url)
+        tok = await oauth.fresh_token(auth)
+        got = tok.expires_at - tok.expires_in if tok.expires_at and tok.expires_in else None
+        me = res.json() if res.status_code == 200 else {}
+        more = dp and P(A('Show my items', href='/items', cls='button'), Small(' asks for one more scope: items'))
+        return Title('Your profile · Count demo'), Main(H1('From the provider'),
+            P(f"The app called {url} with your token, which the provider answered with HTTP {res.status_code}:", cls='lead'),
+            Ul(*[Li(Strong(k), ': ', str(me[k])) for k in ('name', 'email', 'login', 'sub', 'id') if k in me]),
+            P(f"Your token was issued at {_when(got)} and expires at {_when(tok.expires_at)}; the app refreshes it "
+              "by itself when it has expired (reload after then to see it change)."),
+            more, P(A('Back', href='/', cls='button secondary')), _footer)
+
+    @app.get('/items')
+    async def items(auth):
+        await oauth.require_scopes(auth, 'items')  # without it: off to the provider's consent, and back here
+        async with oauth.api(auth, dp.issuer, transport=dp.transport) as api: got = (await api.get('/api/items')).json()
+        return Title('Your items · Count demo'), Main(H1('Your items'), P('Read with the items scope you just granted:'),
+                                                      Ul(*[Li(i['title']) for i in got]),
+                                                      P(A('Back', href='/', cls='button secondary')), _footer)
 
 def _with_provider(app, dp):
     "`app`, with requests under the DevProvider's issuer path sent to the DevProvider instead"
