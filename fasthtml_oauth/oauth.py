@@ -432,7 +432,7 @@ async def _start(self:OAuth, req, session):
     except Exception as e: return self._fail(session, e)
     return RedirectResponse(lr.url, status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #2b655e68
+# %% ../nbs/api/04_oauth.ipynb #cb2a9568
 @patch
 def _fail(self:OAuth, session, err:Exception):
     "Send the browser to the error page with a safe message"
@@ -509,7 +509,7 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginReq
     if self.login_sessions is not None:
         session['oauth_login'] = await self.login_sessions.start(auth, self.redir_path, info.get('iss') or getattr(self.cli, 'issuer', None),
                                                                  info.get('sub'), info.get('sid'), req.headers.get('user-agent'),
-                                                                 tok.get('id_token'))
+                                                                 tok.get('id_token') if self.provider_logout else None)
     if isinstance(res, Response): return res
     return RedirectResponse(safe_next(nxt) or '/', status_code=303)
 
