@@ -174,7 +174,7 @@ async def op_pages(app, path, n, conc):
 
 ops = dict(whole=op_whole, pages=op_pages, prepare=op_prepare, fire=op_fire, logins=op_logins, rps=op_rps, probe_start=op_probe_start, probe_stop=op_probe_stop, burst=op_burst)
 
-async def main():
+async def main(ops=ops):
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 24)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -187,7 +187,10 @@ async def main():
         sys.stdout.flush()
     pool.close()
 
-if __name__ == '__main__':
+def serve(ops=ops):
+    "Answer the commands of `ops` on stdin until it closes, on uvloop if installed (as uvicorn would run an app)"
     try: import uvloop
-    except ImportError: asyncio.run(main())
-    else: uvloop.run(main())
+    except ImportError: asyncio.run(main(ops))
+    else: uvloop.run(main(ops))
+
+if __name__ == '__main__': serve()

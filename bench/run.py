@@ -15,11 +15,13 @@ LATENCY = 0.02  # seconds the provider waits before answering each request
 FULL = dict(reps=3, conc=(1, 10, 100), n={1: 30, 10: 100, 100: 300}, n_slow={1: 15, 10: 50, 100: 200}, warm=5,
             rps_secs=1., rps_reps=10, rps_conc=10, hook_n=50, hook_reps=3, idle_probes=200, hook_probes=200, hook_budget=10., gap=0.01,
             mem_logins=1000, mem_marks=(100, 250, 500, 750, 1000), mem_libs=('ours', 'theirs'), import_reps=21, authlib=True,
-            whole_conc=100, whole_n=dict(ours=600, paced=600, theirs=150), whole_reps=3, page_n=2000)
+            whole_conc=100, whole_n=dict(ours=600, paced=600, theirs=150), whole_reps=3, page_n=2000,
+            api_n=1000, api_reps=3, storm_n=100, storm_reps=5)
 QUICK = dict(reps=1, conc=(1, 10, 100), n={1: 10, 10: 30, 100: 100}, n_slow={1: 5, 10: 20, 100: 100}, warm=2,
              rps_secs=0.5, rps_reps=2, rps_conc=10, hook_n=20, hook_reps=1, idle_probes=60, hook_probes=60, hook_budget=3., gap=0.01,
              mem_logins=400, mem_marks=(100, 200, 400), mem_libs=('ours',), import_reps=5, authlib=False,
-             whole_conc=100, whole_n=dict(ours=200, paced=200, theirs=100), whole_reps=1, page_n=800)
+             whole_conc=100, whole_n=dict(ours=200, paced=200, theirs=100), whole_reps=1, page_n=800,
+             api_n=300, api_reps=1, storm_n=100, storm_reps=1)
 
 def pct(xs, q):
     "The `q`-th percentile (0-100) of `xs`, interpolated between closest ranks"
@@ -111,19 +113,36 @@ def rss(p) -> tuple[float, float]:
     except OSError: pass
     return cur / 2**20, peak / 2**20
 
+def timed(procs:Procs, phases:dict, name, fn, *args):
+    "Run one measure, noting in `phases` its duration and how much CPU other processes on this machine took meanwhile"
+    b0, o0, t0 = busy_secs(), procs.ours_secs(), time.time()
+    res = fn(*args)
+    wall = time.time() - t0
+    other = max(0., (busy_secs() - b0) - (procs.ours_secs() - o0)) / wall
+    phases[name] = dict(seconds=round(wall, 1), other_cpus=round(other, 2))
+    if other > 0.1: say(f'  note: other processes on this machine used {other:.2f} CPUs on average meanwhile; '
+                        'expect noise')
+    return res
+
 class LoadGen:
-    "A load-generator process: one JSON command in, one JSON answer out"
-    def __init__(self, procs:Procs, name='loadgen'):
-        self.name, self.p = name, procs.start(name, ['loadgen.py'], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    def __call__(self, op, allow_fail=False, **kw) -> dict:
+    "A load-generator process, or another worker answering the same way: one JSON command in, one JSON answer out"
+    def __init__(self, procs:Procs, name='loadgen', args=('loadgen.py',), app=False):
+        self.name = name
+        self.p = procs.start(name, list(args), app=app, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def send(self, op, **kw):
+        "Send a command without waiting for its answer (`recv`), so that several workers can run theirs together"
         self.p.stdin.write(json.dumps(dict(op=op, **kw)) + '\n')
         self.p.stdin.flush()
+    def recv(self, op, allow_fail=False, **kw) -> dict:
         line = self.p.stdout.readline()
         if not line: raise SystemExit(f'the load generator died; see {RESULTS / "logs" / (self.name + ".log")}')
         res = json.loads(line)
         if not res.pop('ok_'): raise SystemExit(f'load generator {op} {kw}: {res["error"]}')
         if res.get('fail') and not allow_fail: raise SystemExit(f'load generator {op} {kw}: {res["fail"]} failed logins, e.g. {res["errors"]}')
         return res
+    def __call__(self, op, allow_fail=False, **kw) -> dict:
+        self.send(op, **kw)
+        return self.recv(op, allow_fail, **kw)
 
 # ---------------------------------------------------------------------------------------------------------------- measures
 def say(*a): print(*a, file=sys.stderr, flush=True)
@@ -359,6 +378,9 @@ def table(r) -> str:
     line = lambda cells: '  '.join(str(c).ljust(widths[0]) if j == 0 else str(c).rjust(widths[j]) for j, c in enumerate(cells))
     out = [line(head), '-' * (sum(widths) + 2 * len(widths))]
     for r_ in rows: out.append(r_[0] if len(r_) == 1 else line(r_))
+    if r.get('api'):
+        import api
+        out += ['', *api.table(r['api'])]
     out += ['', 'Targets']
     w = max(len(x['target']) for x in r['targets'])
     for x in r['targets']: out.append(f"  {'MET    ' if x['met'] else 'NOT MET'}  {x['target'].ljust(w)}  {x['value']:>22}  (target {x['goal']})" + (f"; {x['note']}" if x['note'] else ''))
@@ -454,15 +476,7 @@ def main():
     def on_signal(sig, frame): raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_signal)
     phases = {}
-    def phase(name, fn, *args):
-        "Run one measure, noting its duration and how much CPU other processes on this machine took meanwhile"
-        b0, o0, t0 = busy_secs(), procs.ours_secs(), time.time()
-        res = fn(*args)
-        wall = time.time() - t0
-        other = max(0., (busy_secs() - b0) - (procs.ours_secs() - o0)) / wall
-        phases[name] = dict(seconds=round(wall, 1), other_cpus=round(other, 2))
-        if other > 0.1: say(f'  note: other processes on this machine used {other:.2f} CPUs on average meanwhile; expect noise')
-        return res
+    def phase(name, fn, *args): return timed(procs, phases, name, fn, *args)
     try:
         say(f'import times ({cfg["import_reps"]} fresh processes each)...')
         imports = phase('imports', bench_imports, cfg['import_reps'])
@@ -500,6 +514,8 @@ def main():
         whole = phase('whole', bench_whole, cfg, lg, apps, procs)
         say('memory...')
         memory = phase('memory', bench_memory, cfg, lg, apps, procs)
+        say('API calls for the user...' if have_authlib else 'API calls for the user: skipped (they need authlib)')
+        api_calls = phase('api', importlib.import_module('api').bench_api, cfg, procs) if have_authlib else None
     finally:
         procs.stop_all()
 
@@ -507,7 +523,7 @@ def main():
                        python=platform.python_version(), machine=platform.machine(), cpus=os.cpu_count(), pinned=procs.pin,
                        provider_latency_s=LATENCY, authlib=use_authlib, profiled=a.profile, gc_frozen=a.gc_freeze, phases=phases),
              versions=versions(), config={k: (list(v) if isinstance(v, tuple) else {str(x): y for x, y in v.items()} if isinstance(v, dict) else v) for k, v in cfg.items()},
-             callbacks=callbacks, gate=gate, hooks=hooks, whole=whole, imports=imports, memory=memory)
+             callbacks=callbacks, gate=gate, hooks=hooks, whole=whole, imports=imports, memory=memory, api=api_calls)
     r['targets'] = targets(r)
     txt = table(r)
     print(txt)

@@ -1,6 +1,6 @@
 """The benchmark's servers, each run as its own process by `run.py`:
 
-    python bench/servers.py provider --port P --redirects URL,URL --latency 0.02
+    python bench/servers.py provider --port P --redirects URL,URL --latency 0.02 [--api]
     python bench/servers.py app --lib ours|paced|theirs|authlib --kind oidc|oauth2 --port P --provider URL [--slow 0.2]
 
 `paced` is ours with `OAuth(..., pace=True)`, the turn-taking of login steps.
@@ -14,14 +14,40 @@ CLIENT_ID, CLIENT_SECRET, SECRET_KEY = 'bench-app', 'bench-secret-0123456789', '
 USER = 'user@example.com'
 SCOPES = dict(oidc='openid email profile', oauth2='email profile')  # No `openid` for OAuth2: no id_token, so token + user info
 
-def provider_main(port:int, redirects:list[str], latency:float):
-    "The DevProvider on loopback, answering every request after `latency` seconds and approving every login at once"
-    import uvicorn
+def make_provider(issuer:str, redirects:list[str], latency:float):
+    "The DevProvider at `issuer`, answering every request after `latency` seconds and approving every login at once"
     from fasthtml_oauth.devprovider import DevProvider
-    dp = DevProvider(issuer=f'http://127.0.0.1:{port}', code_ttl=3600, auto_approve=USER)
+    dp = DevProvider(issuer=issuer, code_ttl=3600, auto_approve=USER)
     dp.latency, dp.require_pkce = latency, False  # the incumbent sends no PKCE
     dp.register(CLIENT_ID, CLIENT_SECRET, redirects)
-    uvicorn.run(dp, host='127.0.0.1', port=port, log_level='warning', access_log=False, timeout_keep_alive=60)
+    return dp
+
+def counted(dp):
+    """`dp` with refresh tokens used once (a reused one is refused), and `GET /bench/refreshes`: the refresh requests
+    it received (`refresh`: answered with a token, `refused`) and its API hits since the last such GET"""
+    from collections import Counter
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route, Mount
+    dp.rotate_refresh, n, token = True, Counter(), dp._token
+    async def counted_token(req):
+        res = await token(req)
+        if (await req.form()).get('grant_type') == 'refresh_token':
+            n['refresh' if res.status_code == 200 else 'refused'] += 1
+        return res
+    async def refreshes(req):
+        res = JSONResponse(dict(refresh=n['refresh'], refused=n['refused'], api=dp.hits['api']))
+        n.clear(); dp.hits.clear()
+        return res
+    dp._token = counted_token  # its endpoints look their handler up on every request
+    return Starlette(routes=[Route('/bench/refreshes', refreshes), Mount('', dp)])
+
+def provider_main(port:int, redirects:list[str], latency:float, api:bool=False):
+    "The DevProvider on loopback; with `api`, refresh tokens are used once and refresh requests are counted (`counted`)"
+    import uvicorn
+    dp = make_provider(f'http://127.0.0.1:{port}', redirects, latency)
+    uvicorn.run(counted(dp) if api else dp, host='127.0.0.1', port=port, log_level='warning', access_log=False,
+                timeout_keep_alive=60)
 
 def _page(title, auth):
     from fasthtml.common import Title, Main, H1, P, Ul, Li
@@ -129,6 +155,7 @@ if __name__ == '__main__':
     p.add_argument('--port', type=int, required=True)
     p.add_argument('--redirects', default='')
     p.add_argument('--latency', type=float, default=0.02)
+    p.add_argument('--api', action='store_true', help='provider: refresh tokens used once, refresh requests counted')
     p.add_argument('--lib'); p.add_argument('--kind', default='oidc'); p.add_argument('--provider')
     p.add_argument('--slow', type=float, default=0.)
     p.add_argument('--profile', default=None, help='write a pyinstrument profile of the whole process to this file at exit')
@@ -136,5 +163,5 @@ if __name__ == '__main__':
     a = p.parse_args()
     os.environ.setdefault('OAUTHLIB_INSECURE_TRANSPORT', '1')  # the incumbent's oauthlib refuses http links otherwise (loopback only here)
     os.environ.setdefault('AUTHLIB_INSECURE_TRANSPORT', '1')
-    if a.role == 'provider': provider_main(a.port, [u for u in a.redirects.split(',') if u], a.latency)
+    if a.role == 'provider': provider_main(a.port, [u for u in a.redirects.split(',') if u], a.latency, a.api)
     else: app_main(a.lib, a.kind, a.port, a.provider, a.slow, a.profile, gc_freeze=a.gc_freeze)

@@ -7,3 +7,4 @@ from .providers import *
 from .oauth import *
 from .buttons import *
 from .tokens import *
+from .tools import *

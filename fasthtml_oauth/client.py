@@ -19,12 +19,12 @@ from . import __version__
 from .core import *
 from .core import _json_object
 
-# %% ../nbs/api/01_client.ipynb #920659d8
-_config = ('base_url', 'token_url', 'info_url', 'revoke_url', 'id_key', 'token_auth')
+# %% ../nbs/api/01_client.ipynb #71d05722
+_config = ('base_url', 'token_url', 'info_url', 'revoke_url', 'device_url', 'id_key', 'token_auth')
 
 class AppClient:
     "An OAuth 2 provider's configuration and connections; holds nothing about any user"
-    base_url = token_url = info_url = revoke_url = None
+    base_url = token_url = info_url = revoke_url = device_url = None
     id_key, scope, token_auth, max_body, pools_per_loop = 'sub', None, 'client_secret_post', 1 << 20, 32
 
     def __init__(self, client_id:str, client_secret:str,
@@ -85,7 +85,7 @@ def form_body(**fields) -> str:
     if isinstance(fields.get('scope'), (list, tuple, set)): fields['scope'] = ' '.join(map(str, fields['scope']))
     return urlencode({k: v for k, v in fields.items() if v is not None and v != ''})
 
-# %% ../nbs/api/01_client.ipynb #ee56b3f4
+# %% ../nbs/api/01_client.ipynb #e63fe9bb
 def _basic(user:str, pw:str) -> str:
     "An HTTP Basic header value, each part form-encoded first (RFC 6749 §2.3.1)"
     return 'Basic ' + base64.b64encode(f"{quote(user, safe='')}:{quote(pw, safe='')}".encode()).decode()
@@ -97,7 +97,8 @@ def token_request(self:AppClient,
                   what:str='token endpoint', **kw) -> 'httpx.Request':
     "A form POST to the token endpoint (or `url`) with the client's credentials and fields `kw`"
     hdrs = {'Content-Type': 'application/x-www-form-urlencoded'}
-    if self.token_auth == 'client_secret_basic': hdrs['Authorization'] = _basic(self.client_id, self.client_secret)
+    if not self.client_secret: kw.update(client_id=self.client_id)  # a public client (a tool, an app on a device)
+    elif self.token_auth == 'client_secret_basic': hdrs['Authorization'] = _basic(self.client_id, self.client_secret)
     else: kw.update(client_id=self.client_id, client_secret=self.client_secret)
     return self.request('POST', url or self.token_url, what, hdrs, content=form_body(grant_type=grant_type, **kw))
 
@@ -107,23 +108,25 @@ def _step(flow, res=None, exc:BaseException|None=None) -> tuple:
     try: return True, (flow.throw(exc) if exc is not None else flow.send(res))
     except StopIteration as e: return False, e.value
 
-# %% ../nbs/api/01_client.ipynb #86dd6c40
+# %% ../nbs/api/01_client.ipynb #b1d460e0
 @patch
 def run(self:AppClient, flow):
     "The sync driver: run `flow` to its end, sending its requests one at a time"
     going, out = _step(flow)
     while going:
+        if isinstance(out, (int, float)): time.sleep(out); going, out = _step(flow); continue
         try: res, exc = [self._fetch(r) for r in out] if isinstance(out, tuple) else self._fetch(out), None
         except OAuthError as e: res, exc = None, e
         going, out = _step(flow, res, exc)
     return out
 
-# %% ../nbs/api/01_client.ipynb #3a42888a
+# %% ../nbs/api/01_client.ipynb #5df6ff5c
 @patch
 async def arun(self:AppClient, flow):
     "The async driver: run `flow` to its end without blocking the event loop; a tuple of requests goes out at once"
     going, out = _step(flow)
     while going:
+        if isinstance(out, (int, float)): await asyncio.sleep(out); going, out = _step(flow); continue
         sending = asyncio.gather(*map(self._afetch, out)) if isinstance(out, tuple) else self._afetch(out)
         try: res, exc = await sending, None
         except OAuthError as e: res, exc = None, e
@@ -303,7 +306,7 @@ def link_flow(self:AppClient,
     return self.authorize_url(redirect_uri, scope or self.scope, state, **kwargs)
 twins(AppClient, 'link_flow', 'login_link')
 
-# %% ../nbs/api/01_client.ipynb #52ef621d
+# %% ../nbs/api/01_client.ipynb #3eda8ee5
 @patch
 def login_flow(self:AppClient,
                redirect_uri:str,              # Full callback URL registered with the provider
@@ -318,7 +321,8 @@ def login_flow(self:AppClient,
     state, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(48)
     kwargs.update(code_challenge=pkce_challenge(verifier), code_challenge_method='S256')
     url = yield from self.link_flow(redirect_uri, scope, state, **kwargs)
-    return LoginRequest(url, state, verifier, redirect_uri, nonce or None, payload, time.time())
+    asked = ' '.join(scope_to_list(scope) or [])
+    return LoginRequest(url, state, verifier, redirect_uri, nonce or None, payload, time.time(), scope=asked or None)
 twins(AppClient, 'login_flow', 'login_request')
 
 # %% ../nbs/api/01_client.ipynb #745f84b3

@@ -138,7 +138,12 @@ class Token(Fields):
         return 'Token(' + ', '.join(f"{k}={'…' if k in _secret_keys else repr(v)}" for k,v in self.items()) + ')'
     __str__ = __repr__
 
-# %% ../nbs/api/00_core.ipynb #bb8dcb99
+# %% ../nbs/api/00_core.ipynb #b014ee21
+def _finite(v) -> bool:
+    "Is `v` a real number (not a bool, not infinite, not NaN, not an int too big for a float)?"
+    try: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    except OverflowError: return False  # 10**400
+
 def _json_object(text:str, what:str) -> dict:
     "The JSON object in `text`, or `InvalidResponse` naming `what` sent it"
     try: d = json.loads(text)
@@ -154,14 +159,23 @@ def _parse_token(text:str) -> dict:
     except (ValueError, TypeError, AttributeError, ArithmeticError, RecursionError):
         raise InvalidResponse("The token endpoint answered with an unreadable token") from None
 
-# %% ../nbs/api/00_core.ipynb #77f8405a
+# %% ../nbs/api/00_core.ipynb #f5712815
 @classmethod
 def _token_parse(cls:Token, body:str|bytes, content_type:str='') -> Token:
     "The `Token` in a token endpoint's 200 answer, JSON or form-encoded"
     text = body.decode('utf-8', 'replace') if isinstance(body, bytes) else body
     if 'json' in content_type or text.lstrip().startswith('{'): _json_object(text, 'token endpoint')
     tok = cls(_parse_token(text))
-    if isinstance(tok.get('scope'), list): tok['scope'] = ' '.join(tok['scope'])
+    if isinstance(tok.get('scope'), list): tok['scope'] = ' '.join(map(str, tok['scope']))
+    if tok.get('scope') is not None and not isinstance(tok['scope'], str): del tok['scope']
+    return _sane_expiry(tok)
+
+def _sane_expiry(tok:Token) -> Token:
+    "`tok` with an expiry only if the provider gave a lifetime that makes sense (over 0 s, under ten years)"
+    life = tok.get('expires_in')
+    if _finite(life) and 0 < life < 10 * 365 * 86400:
+        if not _finite(tok.get('expires_at')): tok['expires_at'] = round(time.time()) + life
+    else: tok.pop('expires_in', None); tok.pop('expires_at', None)
     return tok
 Token.parse = _token_parse
 
@@ -199,7 +213,7 @@ def pkce_challenge(verifier:str) -> str:
     "The S256 `code_challenge` for `verifier` (RFC 7636 §4.2)"
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b'=').decode()
 
-# %% ../nbs/api/00_core.ipynb #acd4d63f
+# %% ../nbs/api/00_core.ipynb #7eb973f0
 @dataclass
 class LoginRequest:
     "One login in progress: the link to the provider, and what the callback needs to finish it"
@@ -212,17 +226,13 @@ class LoginRequest:
     created: float = 0.       # When the login started (seconds since the epoch)
     next: str|None = None     # For the app: the page to return to afterwards
     via: str|None = None      # For the app: the callback route that may finish it
+    scope: str|None = None    # The scopes asked for, for a provider whose token answer does not repeat them
 
     @property
     def code_challenge(self) -> str: return pkce_challenge(self.code_verifier)
 
-# %% ../nbs/api/00_core.ipynb #76812351
+# %% ../nbs/api/00_core.ipynb #d59a8f34
 _stored = tuple(f.name for f in fields(LoginRequest) if f.name != 'url')
-
-def _finite(v) -> bool:
-    "Is `v` a real number (not a bool, not infinite, not NaN, not an int too big for a float)?"
-    try: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    except OverflowError: return False  # 10**400
 
 def _lr_to_dict(self:LoginRequest) -> dict:
     "The fields to store until the callback (all but `url`)"
@@ -234,7 +244,7 @@ def _lr_from_dict(cls:LoginRequest, d) -> LoginRequest|None:
     if not isinstance(d, dict): return None
     if not all(isinstance(d.get(k), str) for k in ('state', 'code_verifier', 'redirect_uri')): return None
     if not _finite(d.get('created')): return None
-    if not all(d.get(k) is None or isinstance(d.get(k), str) for k in ('nonce', 'payload', 'next', 'via')): return None
+    if not all(d.get(k) is None or isinstance(d.get(k), str) for k in ('nonce', 'payload', 'next', 'via', 'scope')): return None
     return cls('', **{k: d.get(k) for k in _stored})
 
 LoginRequest.to_dict, LoginRequest.from_dict = _lr_to_dict, _lr_from_dict

@@ -50,7 +50,7 @@ def demo_client(base:str,            # The demo's own URL, e.g. `'http://localho
     label = name.title().replace('hub', 'Hub').replace('lab', 'Lab').replace('face', 'Face')
     return providers[name](cid, secret), None, label
 
-# %% ../nbs/api/07_demo.ipynb #0111f809
+# %% ../nbs/api/07_demo.ipynb #f6ae213e
 static = Path(str(files('fasthtml_oauth')/'static'))  # htmx.min.js (htmx 2.0.7, from npm's htmx.org), demo.css, favicon.ico
 hdrs = [Meta(name='viewport', content='width=device-width, initial-scale=1'), Script(src='/htmx.min.js'),
         Link(rel='stylesheet', href='/demo.css'), Link(rel='icon', href='/favicon.ico')]
@@ -116,7 +116,10 @@ def make_app(base:str='http://localhost:5001', db:str=':memory:', env:dict|None=
 
 _footer = Footer('The counter app of FastHTML’s OAuth page, logging in with fasthtml_oauth.')
 
-def _when(t) -> str: return time.strftime('%H:%M:%S', time.localtime(t)) if t else 'unknown'
+def _when(t) -> str:
+    "The time of day of `t` (seconds since the epoch), or 'unknown'"
+    try: return time.strftime('%H:%M:%S', time.localtime(t)) if t else 'unknown'
+    except (OverflowError, OSError, ValueError, TypeError): return 'unknown'
 
 def _api_pages(app, oauth, cli, dp):
     "The pages that call the provider's API for the user: their profile, and (DevProvider) items that need one more scope"
@@ -126,7 +129,9 @@ def _api_pages(app, oauth, cli, dp):
         async with oauth.api(auth, url, transport=dp.transport if dp else None) as api: res = await api.get(url)
         tok = await oauth.fresh_token(auth)
         got = tok.expires_at - tok.expires_in if tok.expires_at and tok.expires_in else None
-        me = res.json() if res.status_code == 200 else {}
+        try: me = res.json() if res.status_code == 200 else {}
+        except ValueError: me = {}
+        me = me if isinstance(me, dict) else {}
         more = dp and P(A('Show my items', href='/items', cls='button'), Small(' asks for one more scope: items'))
         return Title('Your profile · Count demo'), Main(H1('From the provider'),
             P(f"The app called {url} with your token, which the provider answered with HTTP {res.status_code}:", cls='lead'),
@@ -138,9 +143,12 @@ def _api_pages(app, oauth, cli, dp):
     @app.get('/items')
     async def items(auth):
         await oauth.require_scopes(auth, 'items')  # without it: off to the provider's consent, and back here
-        async with oauth.api(auth, dp.issuer, transport=dp.transport) as api: got = (await api.get('/api/items')).json()
-        return Title('Your items · Count demo'), Main(H1('Your items'), P('Read with the items scope you just granted:'),
-                                                      Ul(*[Li(i['title']) for i in got]),
+        async with oauth.api(auth, dp.issuer, transport=dp.transport) as api: res = await api.get('/api/items')
+        got = res.json() if res.status_code == 200 else []
+        said = P('Read with the items scope you just granted:') if res.status_code == 200 else \
+               P(f'The provider refused (HTTP {res.status_code}): your access may have been withdrawn there.', cls='error')
+        return Title('Your items · Count demo'), Main(H1('Your items'), said,
+                                                      Ul(*[Li(str(i.get('title'))) for i in got if isinstance(i, dict)]),
                                                       P(A('Back', href='/', cls='button secondary')), _footer)
 
 def _with_provider(app, dp):

@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['DevProvider', 'DevTransport']
 
-# %% ../nbs/api/06_devprovider.ipynb #a742411b
+# %% ../nbs/api/06_devprovider.ipynb #41afffb1
 import asyncio, base64, hashlib, hmac, json, re, secrets, threading, time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlencode, urlsplit, unquote_plus, parse_qsl
+from urllib.parse import urlencode, urlsplit, urlunsplit, unquote_plus, parse_qsl
 from fastcore.basics import patch, store_attr
 
 import httpx
@@ -21,8 +21,9 @@ from starlette.routing import Route
 from fasthtml.common import to_xml, Html, Head, Title, Meta, Style, Body, Main, Header, H1, P, Form, Input, Button, Label
 from fasthtml.common import Code, Strong, Script
 from .core import pkce_challenge
+from .oidc import OIDCAppClient
 
-# %% ../nbs/api/06_devprovider.ipynb #810ceb08
+# %% ../nbs/api/06_devprovider.ipynb #3d7ba8ef
 class DevProvider:
     "A development OpenID provider; the instance is an ASGI app (`uvicorn.run(dp, ...)` serves it)"
     def __init__(self,
@@ -38,6 +39,7 @@ class DevProvider:
         self.id_token_claims, self.require_pkce = None, True
         self.op_sessions, self.logouts, self.backchannel_transport = {}, [], None  # see "Logout" below
         self.rotate_refresh = False  # see "A protected API" below
+        self.devices, self.device_interval, self.device_ttl = {}, 5., 600  # see "Device logins" below
         self.rotate_keys(alg)
         base = urlsplit(self.issuer).path
         self.app = Starlette(routes=[Route(base + path, self._endpoint(name), methods=ms) for name, path, ms in _routes])
@@ -54,7 +56,7 @@ class DevProvider:
                                        backchannel_logout_uri=backchannel_logout_uri)
 
     def url(self, name:str) -> str:
-        "Full URL of endpoint `name` (`authorize`, `token`, `userinfo`, `jwks`, `revoke`, `end_session`, `discovery`)"
+        "Full URL of endpoint `name` (`authorize`, `token`, `userinfo`, `jwks`, `revoke`, `end_session`, `device_code`, ...)"
         return self.issuer + dict((n, p) for n, p, _ in _routes)[name]
 
     @property
@@ -66,7 +68,9 @@ class DevProvider:
 _routes = [('discovery', '/.well-known/openid-configuration', ['GET']), ('jwks', '/jwks', ['GET']),
            ('authorize', '/authorize', ['GET', 'POST']), ('token', '/token', ['POST']),
            ('userinfo', '/userinfo', ['GET', 'POST']), ('revoke', '/revoke', ['POST']),
-           ('end_session', '/logout', ['GET', 'POST']), ('api', '/api/{name}', ['GET'])]
+           ('end_session', '/logout', ['GET', 'POST']), ('api', '/api/{name}', ['GET']),
+           ('device_code', '/device/code', ['POST']), ('device', '/device', ['GET', 'POST'])]
+_device_grant = 'urn:ietf:params:oauth:grant-type:device_code'
 
 # %% ../nbs/api/06_devprovider.ipynb #75094d77
 @patch
@@ -140,7 +144,7 @@ def _endpoint(self:DevProvider, name:str):
         return res
     return endpoint
 
-# %% ../nbs/api/06_devprovider.ipynb #b03ff4b7
+# %% ../nbs/api/06_devprovider.ipynb #555198aa
 @patch
 async def _discovery(self:DevProvider, req):
     u = self.url
@@ -148,7 +152,7 @@ async def _discovery(self:DevProvider, req):
         issuer=self.issuer, authorization_endpoint=u('authorize'), token_endpoint=u('token'),
         userinfo_endpoint=u('userinfo'), jwks_uri=u('jwks'), revocation_endpoint=u('revoke'),
         response_types_supported=['code'], response_modes_supported=['query', 'form_post'],
-        grant_types_supported=['authorization_code', 'refresh_token'], subject_types_supported=['public'],
+        grant_types_supported=['authorization_code', 'refresh_token', _device_grant], subject_types_supported=['public'],
         id_token_signing_alg_values_supported=[self.alg],
         scopes_supported=['openid', 'email', 'profile', 'address', 'phone', 'offline_access'],
         token_endpoint_auth_methods_supported=['client_secret_basic', 'client_secret_post'],
@@ -157,12 +161,13 @@ async def _discovery(self:DevProvider, req):
         claims_supported=['sub', 'iss', 'aud', 'exp', 'iat', 'nonce', 'email', 'email_verified', 'name', 'address',
                           'phone_number'],
         authorization_response_iss_parameter_supported=True, service_documentation=_dev_note,
-        end_session_endpoint=u('end_session'), backchannel_logout_supported=True, backchannel_logout_session_supported=True))
+        end_session_endpoint=u('end_session'), backchannel_logout_supported=True, backchannel_logout_session_supported=True,
+        device_authorization_endpoint=u('device_code')))
 
 @patch
 async def _jwks(self:DevProvider, req): return JSONResponse(self.jwks)
 
-# %% ../nbs/api/06_devprovider.ipynb #328e5639
+# %% ../nbs/api/06_devprovider.ipynb #8ac8a63a
 _authz_params = ('client_id', 'redirect_uri', 'response_type', 'scope', 'state', 'nonce', 'code_challenge',
                  'code_challenge_method', 'response_mode')
 _re_email = re.compile(r'^[^@\s<>"]{1,64}@[^@\s<>"]{1,190}$')
@@ -173,6 +178,14 @@ label{display:block;margin:.8rem 0;font-weight:600} input{display:block;box-sizi
 button{font:inherit;padding:.55rem 1.1rem;margin:.6rem .5rem 0 0;border-radius:.4rem;border:1px solid #2b5fb4;
   background:#2f6fd6;color:#fff;cursor:pointer} button[name=deny]{background:#fff;color:#2b5fb4}
 button:focus-visible,input:focus-visible{outline:3px solid #f0b400;outline-offset:2px}'''
+
+def _registered(uri:str|None, uris:list) -> bool:
+    "Is `uri` one of `uris`, or a loopback IP one of them names without a port, at any port (RFC 8252 §7.3)?"
+    if not isinstance(uri, str): return False
+    if uri in uris: return True
+    u = urlsplit(uri)
+    if u.scheme != 'http' or u.hostname not in ('127.0.0.1', '::1') or u.port is None: return False
+    return urlunsplit(u._replace(netloc=f"[{u.hostname}]" if ':' in u.hostname else u.hostname)) in uris
 
 @patch
 def _page(self:DevProvider, title:str, *content, status:int=200) -> HTMLResponse:
@@ -197,7 +210,7 @@ async def _authorize(self:DevProvider, req):
     sent = await req.form() if req.method == 'POST' else req.query_params
     p = {k: v for k, v in sent.items() if k in _authz_params + ('email', 'name', 'deny')}
     client = self.clients.get(p.get('client_id'))
-    if not client or p.get('redirect_uri') not in client['redirect_uris']:
+    if not client or not _registered(p.get('redirect_uri'), client['redirect_uris']):
         return self._page('Login refused', P('The app asked for a login with an unknown ', Code('client_id'),
                           ' or a ', Code('redirect_uri'),
                           ' it did not register, so this provider will not send you back to it.'), status=400)
@@ -243,7 +256,7 @@ def approve(self:DevProvider, url:str, email:str, name:str|None=None, deny:bool=
         raise ValueError(f"The provider did not send the browser back (HTTP {res.status_code})")
     return res.headers['location']
 
-# %% ../nbs/api/06_devprovider.ipynb #36936dda
+# %% ../nbs/api/06_devprovider.ipynb #23a9a8a3
 def _oauth_error(error:str, description:str, status:int=400) -> JSONResponse:
     return JSONResponse(dict(error=error, error_description=description), status, headers={'Cache-Control': 'no-store'})
 
@@ -269,6 +282,7 @@ async def _token(self:DevProvider, req):
         if not r or r['client_id'] != cid: return _oauth_error('invalid_grant', 'Unknown or revoked refresh token')
         if self.rotate_refresh: self._revoke_token(f['refresh_token'])  # a refresh token is used once; the answer has a new one
         return self._grant(cid, r['user'], r['scope'], None, None if self.rotate_refresh else f['refresh_token'], r.get('sid'))[0]
+    if f.get('grant_type') == _device_grant: return self._device_token(cid, f.get('device_code', ''))
     if f.get('grant_type') != 'authorization_code':
         return _oauth_error('unsupported_grant_type', 'Use authorization_code or refresh_token')
     code = f.get('code', '')
@@ -343,6 +357,18 @@ def transport(self:DevProvider) -> DevTransport:
     "An httpx transport into this provider, for in-process use"
     if not hasattr(self, '_transport'): self._transport = DevTransport(self)
     return self._transport
+
+# %% ../nbs/api/06_devprovider.ipynb #49d3e779
+@patch
+def client(self:DevProvider,
+           redirect_uris:str|list='http://localhost/redirect',  # The app's callback URL(s)
+           client_id:str='app',
+           client_secret:str|None=None,  # Default: `client_id + '-secret'`
+           **kwargs) -> OIDCAppClient:   # `OIDCAppClient` options: `scope`, `timeout`, ...
+    "Register an app for `redirect_uris`, and return an `OIDCAppClient` for it that reaches this provider in-process"
+    secret = client_secret or f'{client_id}-secret'
+    self.register(client_id, secret, [redirect_uris] if isinstance(redirect_uris, str) else redirect_uris)
+    return OIDCAppClient(client_id, secret, issuer=self.issuer, transport=self.transport, **kwargs)
 
 # %% ../nbs/api/06_devprovider.ipynb #0b113cce
 _bcl_event = 'http://schemas.openid.net/event/backchannel-logout'
@@ -452,3 +478,65 @@ def revoke_grant(self:DevProvider, email:str) -> int:
     for rt in rts: self._revoke_token(rt)
     for at in [k for k, v in self.access.items() if v['user']['sub'] == sub]: del self.access[at]
     return len(rts)
+
+# %% ../nbs/api/06_devprovider.ipynb #9bc4feef
+_code_letters = 'BCDFGHJKLMNPQRSTVWXZ'  # no vowels: no words; no look-alikes of digits
+
+@patch
+async def _device_code(self:DevProvider, req):
+    f = await req.form()
+    if not (cid := self._client_auth(req, f)): return _oauth_error('invalid_client', 'Client authentication failed', 401)
+    dc, uc = secrets.token_urlsafe(32), ''.join(secrets.choice(_code_letters) for _ in range(8))
+    self.devices[dc] = dict(client_id=cid, scope=f.get('scope', ''), user_code=uc, exp=time.time() + self.device_ttl,
+                            interval=self.device_interval, polled=0., user=None, denied=False)
+    code = f'{uc[:4]}-{uc[4:]}'
+    return JSONResponse(dict(device_code=dc, user_code=code, verification_uri=self.url('device'),
+                             verification_uri_complete=f"{self.url('device')}?user_code={code}",
+                             expires_in=self.device_ttl, interval=self.device_interval), headers={'Cache-Control': 'no-store'})
+
+@patch
+def _device_token(self:DevProvider, cid:str, device_code:str):
+    "The token endpoint's answer to a poll with `device_code`"
+    d, now = self.devices.get(device_code), time.time()
+    if not d or d['client_id'] != cid: return _oauth_error('invalid_grant', 'Unknown device code')
+    if d['exp'] < now: return _oauth_error('expired_token', 'The device code has expired')
+    if d['denied']: self.devices.pop(device_code); return _oauth_error('access_denied', 'The user denied the request')
+    if now - d['polled'] < d['interval']:
+        d['interval'] += 5; d['polled'] = now
+        return _oauth_error('slow_down', f"Poll at most every {d['interval']:g} seconds")
+    d['polled'] = now
+    if d['user'] is None: return _oauth_error('authorization_pending', 'The user has not answered yet')
+    self.devices.pop(device_code)
+    sid = secrets.token_urlsafe(12)
+    self.op_sessions[sid] = dict(sub=d['user']['sub'], clients=[cid])
+    return self._grant(cid, d['user'], d['scope'], None, sid=sid)[0]
+
+# %% ../nbs/api/06_devprovider.ipynb #167b3705
+def _user_code(s) -> str: return ''.join(c for c in str(s or '').upper() if c.isalpha())[:8]
+
+@patch
+async def _device(self:DevProvider, req):
+    "The page where the user enters a device's code and signs in (or denies)"
+    f = await req.form() if req.method == 'POST' else req.query_params
+    uc = _user_code(f.get('user_code'))
+    if req.method == 'POST':
+        d = next((d for d in self.devices.values() if d['user_code'] == uc and d['exp'] > time.time()), None)
+        if d is None: return self._page('Unknown code', P('No device is waiting for that code; it may have expired.'), status=400)
+        if f.get('deny'): d['denied'] = True; return self._page('Denied', P('The device will not be signed in.'))
+        if not _re_email.match(f.get('email') or ''): return self._page('Sign in', P('That is not an email address.'), status=400)
+        d['user'] = self.user_claims(f['email'], (f.get('name') or '')[:100] or None)
+        return self._page('Device connected', P('You are signed in on the device: return to it.'))
+    return self._page('Connect a device', P('Enter the code your device shows, and sign in as anyone you like.'),
+        Form(Label('Code', Input(name='user_code', value=f'{uc[:4]}-{uc[4:]}' if uc else '', required=True,
+                                 autocomplete='off', placeholder='BCDF-GHJK')),
+             Label('Email', Input(type='email', name='email', required=True, placeholder='ada@example.com')),
+             Label('Name', Input(name='name', placeholder='Ada Lovelace')),
+             Button('Sign in', type='submit'), Button('Deny', type='submit', name='deny', value='1', formnovalidate=True),
+             method='post', action=self.url('device')))
+
+@patch
+def approve_device(self:DevProvider, user_code:str, email:str, name:str|None=None, deny:bool=False) -> str:
+    "Enter `user_code` on the device page and sign in as `email` (or deny), as a user would: the page's title"
+    with httpx.Client(transport=self.transport, base_url=self.issuer) as c:
+        res = c.post(self.url('device'), data=dict(user_code=user_code, email=email, name=name or '', **({'deny': '1'} if deny else {})))
+    return re.search(r'<h1>([^<]+)</h1>', res.text)[1]

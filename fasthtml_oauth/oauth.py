@@ -168,7 +168,7 @@ async def _run(f, *args, **kw):
         res = await asyncio.get_running_loop().run_in_executor(hook_pool(), call)
     return await res if inspect.isawaitable(res) else res
 
-# %% ../nbs/api/04_oauth.ipynb #081a18ff
+# %% ../nbs/api/04_oauth.ipynb #3a490253
 def _htmx(req, res):
     "For htmx requests, turn a redirect into an `HX-Redirect` that htmx performs as a full navigation"
     if 'hx-request' in req.headers and isinstance(res, Response) and res.status_code in (301, 302, 303, 307, 308):
@@ -251,7 +251,7 @@ def static_file(self:OAuth, name:str) -> Path|None:
 def _instance(self:OAuth, session) -> 'OAuth':
     "The `OAuth` on this app that logged this session in"
     via = session.get('oauth_via')
-    return next((o for o in self._instances if o.redir_path == via), self)
+    return next((o for o in self.gate._instances if o.redir_path == via), self)
 
 def _as_response(res, req=None) -> Response:
     "A hook's answer as a response: responses as they are (FastHTML's `Redirect` too), text and FT components as HTML, else 403"
@@ -294,7 +294,7 @@ async def _invalid(self:OAuth, scope, receive, session, auth) -> Response|None:
         if res := await _run(o.check_invalid, req, session, auth):
             return _htmx(req, _as_response(res, req)) if http else Response(status_code=403)
 
-# %% ../nbs/api/04_oauth.ipynb #b734171c
+# %% ../nbs/api/04_oauth.ipynb #e61da50c
 @cache
 def _sqlite(path:str) -> SQLiteStore:
     "One store per SQLite file in this process"
@@ -303,7 +303,8 @@ def _sqlite(path:str) -> SQLiteStore:
 def _login_sessions(v) -> LoginSessions|None:
     "`OAuth`'s `login_sessions` argument as a `LoginSessions`, or `None`"
     if v is None or isinstance(v, LoginSessions): return v
-    if isinstance(v, (str, Path)): return LoginSessions(_sqlite(str(v) if str(v) == ':memory:' else str(Path(v).resolve())))
+    if str(v) == ':memory:': return LoginSessions(SQLiteStore(':memory:'))  # its own: two apps' logins never mix
+    if isinstance(v, (str, Path)): return LoginSessions(_sqlite(str(Path(v).resolve())))
     if all(hasattr(v, m) for m in ('get', 'put', 'pop', 'delete', 'find')): return LoginSessions(v)
     raise TypeError("`login_sessions` is a `LoginSessions`, a store, an SQLite file name, or `None`")
 
@@ -432,7 +433,7 @@ async def _start(self:OAuth, req, session):
     except Exception as e: return self._fail(session, e)
     return RedirectResponse(lr.url, status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #cb2a9568
+# %% ../nbs/api/04_oauth.ipynb #bee302cc
 @patch
 def _fail(self:OAuth, session, err:Exception):
     "Send the browser to the error page with a safe message"
@@ -494,7 +495,7 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginReq
     if ident is None or ident == '': return await _run(self.redir_login, session)
     if isinstance(ident, bool) or not isinstance(ident, (str, int)) or len(str(ident)) > 255:
         raise InvalidResponse("The provider's identifier for this user is not a short string or number")
-    nxt = lr.next or session.get('oauth_next')
+    nxt, before = lr.next or session.get('oauth_next'), session.get('auth')
     await self._end_previous(session)
     kept = {k: session[k] for k in (self.pending_logins.key, 'oauth_browser', 'oauth_consent') + self.keep if k in session}
     session.clear(); session.update(kept)
@@ -505,7 +506,10 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginReq
         return await _run(self.redir_login, session)
     auth = session.get('auth') or (f'{self.ns}:{ident}' if self.ns else ident)
     req.scope['auth'], session['auth'], session['oauth_via'] = auth, auth, self.redir_path
-    if self.token_store is not None: await self._keep_token(auth, tok)
+    if self.token_store is not None:
+        await self._keep_token(auth, tok, lr.scope)
+        if before is not None and before != auth: await self._forget_token(before, unless_logged_in=True)
+    if isinstance(c := session.get('oauth_consent'), dict): session['oauth_consent'] = dict(c, done=True)
     if self.login_sessions is not None:
         session['oauth_login'] = await self.login_sessions.start(auth, self.redir_path, info.get('iss') or getattr(self.cli, 'issuer', None),
                                                                  info.get('sub'), info.get('sid'), req.headers.get('user-agent'),
@@ -513,7 +517,7 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginReq
     if isinstance(res, Response): return res
     return RedirectResponse(safe_next(nxt) or '/', status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #ca992bb0
+# %% ../nbs/api/04_oauth.ipynb #b3ec0b3d
 @patch
 async def _end_previous(self:OAuth, session):
     "End the login this browser had before logging in again, so it does not linger (and count against the user's cap)"
@@ -534,8 +538,8 @@ async def _logout(self:OAuth, req, session):
             return _htmx(req, self._fail(session, OAuthError("You are logged out in this browser, but the login could not "
                                                              "be ended everywhere; please log out again in a moment")))
     auth = session.get('auth')
-    session.clear()
-    if me.token_store is not None: await me._forget_token(auth, unless_logged_in=True)
+    session.clear()  # the token goes too if this was the user's last login; revoked at the provider only for a POST
+    if me.token_store is not None: await me._forget_token(auth, unless_logged_in=True, revoke=req.method == 'POST')
     # only a POST (a form button) goes on to the provider: a GET can come from any site's link or image
     if me.provider_logout and rec and req.method == 'POST': return _htmx(req, await me._to_provider_logout(req, session, rec))
     return _htmx(req, await _run(me.logout, session))
@@ -572,7 +576,7 @@ async def _logout_done(self:OAuth, req, session):
                                               "does not match the logout this browser asked for"))
     return _htmx(req, await _run(self.logout, session))
 
-# %% ../nbs/api/04_oauth.ipynb #d8fff792
+# %% ../nbs/api/04_oauth.ipynb #be5ced0e
 _max_logout_body = 64 * 1024
 
 async def _logout_token(req) -> str:
@@ -597,39 +601,47 @@ async def _backchannel(self:OAuth, req, session):
     try:  # kept until the token has expired: after that it is refused anyway
         if not await ls.store.put('logout-jti', jti, {}, max(600., c['exp'] + self.cli.leeway - time.time() + 60), when='absent'):
             return refuse("This logout token was already used")
-        n = await ls.end_provider_session(c['iss'], sid=c.get('sid'), sub=None if c.get('sid') else c.get('sub'))
+        ended = await ls.end_provider_session(c['iss'], sid=c.get('sid'), sub=None if c.get('sid') else c.get('sub'))
     except Exception:
         log.exception("The login sessions' store failed during a back-channel logout")
         try: await ls.store.delete('logout-jti', [jti])  # so the provider's retry is not refused as a replay
         except Exception: pass
         return JSONResponse(dict(error='temporarily_unavailable'), 503, headers={'Cache-Control': 'no-store'})
-    log.info("Back-channel logout from %s ended %d login(s)", c['iss'], n)
+    log.info("Back-channel logout from %s ended %d login(s)", c['iss'], len(ended))
+    if self.token_store is not None:  # a user with no login left keeps no token either
+        for auth in {json.dumps(a, sort_keys=True): a for a in ended}.values(): await self._forget_token(auth, unless_logged_in=True)
     return Response(status_code=200, headers={'Cache-Control': 'no-store'})
 
-# %% ../nbs/api/04_oauth.ipynb #66e5628e
+# %% ../nbs/api/04_oauth.ipynb #080801ef
 def _catch_login_required(app, oauth):
     "Answer a page whose provider call needs a new login (`LoginRequired`) or more consent (`ScopeRequired`)"
     async def relogin(req, exc):
-        await oauth._end_previous(req.session)  # this login is over: its record must not count as a live login
+        me = oauth._instance(req.session)
+        await me._end_previous(req.session)  # this login is over: its record must not count as a live login
         req.session.pop('auth', None); req.session.pop('oauth_login', None)
         _remember_page(req, req.session)
-        return _htmx(req, _as_response(await _run(oauth.redir_login, req.session), req))
+        return _htmx(req, _as_response(await _run(me.redir_login, req.session), req))
     async def consent(req, exc):
-        asked, session = dict(scope=exc.missing, at=time.time()), req.session
-        if (prev := session.get('oauth_consent')) and prev.get('scope') == exc.missing and time.time() - prev['at'] < 300:
-            session.pop('oauth_consent')  # asked just now and not granted: say so rather than ask again
-            err = OAuthError(f"The provider did not grant what this page needs: {' '.join(exc.missing)}")
-            return _htmx(req, (exc.oauth or oauth)._fail(session, err))
+        me, session = exc.oauth or oauth._instance(req.session), req.session
+        prev = session.get('oauth_consent')
+        if prev and prev.get('done') and prev.get('scope') == exc.missing and time.time() - prev.get('at', 0) < 300:
+            session.pop('oauth_consent')  # the consent came back just now without it: say so rather than ask again
+            return _htmx(req, me._fail(session, OAuthError(f"The provider did not grant what this page needs: {' '.join(exc.missing)}")))
         _remember_page(req, session)
-        session['oauth_consent'] = asked
-        return _htmx(req, RedirectResponse((exc.oauth or oauth).login_link(req, scope=exc.scope), status_code=303))
+        session['oauth_consent'] = dict(scope=exc.missing, at=time.time(), done=False)  # `done` once a login comes back
+        return _htmx(req, RedirectResponse(me.login_link(req, scope=exc.scope), status_code=303))
+    async def unavailable(req, exc):
+        "A page whose call to the provider failed otherwise (down, slow, a bad answer): a 503 saying so, not a 500"
+        return Response(f"The login provider could not be used just now ({exc}); please try again in a moment.", 503,
+                        media_type='text/plain', headers={'Retry-After': '30'})
     if LoginRequired not in app.exception_handlers:
         app.add_exception_handler(LoginRequired, relogin); app.add_exception_handler(ScopeRequired, consent)
+        app.add_exception_handler(OAuthError, unavailable)
 
 @patch
 def _provider(self:OAuth) -> str:
-    "The name a user's tokens are kept under: the `ns`, or the client's class and id (one app's tokens are not another's)"
-    return self.ns or f'{type(self.cli).__name__}:{self.cli.client_id}'
+    "The name a user's tokens are kept under: the `ns` (or the client's class) and the client id, which tokens belong to"
+    return f'{self.ns or type(self.cli).__name__}:{self.cli.client_id}'
 
 @patch
 def _tokens(self:OAuth):

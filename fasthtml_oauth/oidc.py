@@ -68,7 +68,7 @@ class OIDCAppClient(AppClient):
 
     def __repr__(self): return f"{type(self).__name__}(client_id={self.client_id!r}, issuer={self.issuer!r})"
 
-# %% ../nbs/api/02_oidc.ipynb #68debf84
+# %% ../nbs/api/02_oidc.ipynb #eeafe936
 @patch(as_prop=True)
 def meta(self:OIDCAppClient) -> dict:
     "The discovery document if fetched, else the values `known` in advance"
@@ -81,7 +81,8 @@ def _endpoint(attr, key):
     return property(get, set, doc=f"`{key}` from discovery, unless set on the instance")
 
 for attr, key in (('base_url', 'authorization_endpoint'), ('token_url', 'token_endpoint'),
-                  ('info_url', 'userinfo_endpoint'), ('revoke_url', 'revocation_endpoint')):
+                  ('info_url', 'userinfo_endpoint'), ('revoke_url', 'revocation_endpoint'),
+                  ('device_url', 'device_authorization_endpoint')):
     setattr(OIDCAppClient, attr, _endpoint(attr, key))
 
 # %% ../nbs/api/02_oidc.ipynb #f7b1e660

@@ -17,11 +17,12 @@ from .client import *
 from .oidc import *
 from .client import _basic, _part
 
-# %% ../nbs/api/03_providers.ipynb #8ab0238d
+# %% ../nbs/api/03_providers.ipynb #c9257c1e
 _google = dict(authorization_endpoint='https://accounts.google.com/o/oauth2/v2/auth',
                token_endpoint='https://oauth2.googleapis.com/token',
                userinfo_endpoint='https://openidconnect.googleapis.com/v1/userinfo',
                revocation_endpoint='https://oauth2.googleapis.com/revoke',
+               device_authorization_endpoint='https://oauth2.googleapis.com/device/code',
                jwks_uri='https://www.googleapis.com/oauth2/v3/certs')
 
 class GoogleAppClient(OIDCAppClient):
@@ -54,13 +55,14 @@ class GoogleAppClient(OIDCAppClient):
         "Ask for a refresh token (`access_type=offline`) and a token for every scope granted so far"
         return scope, dict(access_type='offline', include_granted_scopes='true') | kw
 
-# %% ../nbs/api/03_providers.ipynb #bff10a88
+# %% ../nbs/api/03_providers.ipynb #53c30a5f
 class GitHubAppClient(AppClient):
     "GitHub: OAuth 2 with the numeric `id` as identifier and the primary verified email from `/user/emails`"
     prefix = 'https://github.com/login/oauth/'
     base_url, token_url, id_key = f'{prefix}authorize', f'{prefix}access_token', 'id'
     info_url = 'https://api.github.com/user'
     emails_url, api_url = 'https://api.github.com/user/emails', 'https://api.github.com'
+    device_url = 'https://github.com/login/device/code'  # for `device_login`, in apps with the device flow enabled
 
     def _wants_emails(self, token) -> bool:
         scopes = (token.get('scope') if isinstance(token, dict) else None) or ' '.join(scope_to_list(self.scope) or [])
@@ -200,7 +202,7 @@ class AppleAppClient(OIDCAppClient):
         if name and not info.name: info['name'] = safe_text(name, 100)
         return info
 
-# %% ../nbs/api/03_providers.ipynb #5082a52a
+# %% ../nbs/api/03_providers.ipynb #9a9b54d3
 _ms = 'https://login.microsoftonline.com'
 
 class MicrosoftAppClient(OIDCAppClient):
@@ -211,6 +213,7 @@ class MicrosoftAppClient(OIDCAppClient):
     def __init__(self, client_id:str, client_secret:str, tenant:str='common', scope:str|list|None=None, **kwargs):
         known = dict(authorization_endpoint=f'{_ms}/{tenant}/oauth2/v2.0/authorize',
                      token_endpoint=f'{_ms}/{tenant}/oauth2/v2.0/token', jwks_uri=f'{_ms}/{tenant}/discovery/v2.0/keys',
+                     device_authorization_endpoint=f'{_ms}/{tenant}/oauth2/v2.0/devicecode',
                      userinfo_endpoint='https://graph.microsoft.com/oidc/userinfo')
         super().__init__(client_id, client_secret, issuer=f'{_ms}/{tenant}/v2.0', scope=scope, known=known, **kwargs)
         self.tenant = tenant

@@ -229,7 +229,7 @@ async def check(self:LoginSessions, id:str|None, auth) -> dict|None:
         if (left := rec['created'] + self.ttl - now) > 0: await self.store.put(self.kind, id, rec, left, when='present')
     return rec
 
-# %% ../nbs/api/09_sessions.ipynb #aa21a87d
+# %% ../nbs/api/09_sessions.ipynb #837c6bd6
 @patch
 async def of(self:LoginSessions, auth) -> list:
     "The live logins of `auth`, most recently seen first (for a page listing where they are logged in)"
@@ -255,7 +255,10 @@ async def end_all(self:LoginSessions, auth) -> int:
     return await self.store.delete(self.kind, [r['id'] for r in await self.of(auth)])
 
 @patch
-async def end_provider_session(self:LoginSessions, iss:str, sid:str|None=None, sub:str|None=None) -> int:
-    "End the logins made in the provider's session `sid` (or, without one, every login of its user `sub`)"
-    tag = f'sid {iss} {sid}' if sid else f'sub {iss} {sub}' if sub else None
-    return await self.store.delete(self.kind, list(await self.store.find(self.kind, tag))) if tag else 0
+async def end_provider_session(self:LoginSessions, iss:str, sid:str|None=None, sub:str|None=None) -> list:
+    "End the logins made in the provider's session `sid` (or, without one, every login of its user `sub`); their identities"
+    if not (tag := f'sid {iss} {sid}' if sid else f'sub {iss} {sub}' if sub else None): return []
+    keys = list(await self.store.find(self.kind, tag))
+    recs = [r for k in keys if (r := await self.store.get(self.kind, k))]
+    await self.store.delete(self.kind, keys)
+    return [r.get('auth') for r in recs]

@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['log', 'derive_key', 'TokenStore']
 
-# %% ../nbs/api/10_tokens.ipynb #807b976e
+# %% ../nbs/api/10_tokens.ipynb #b59274ae
 import asyncio, base64, hashlib, json, logging, os, re, time, weakref
 from functools import cache
 from fastcore.basics import patch
 from .core import *
-from .client import _with_scope
+from .client import _with_scope, ssl_context
 from .oauth import OAuth
 
 log = logging.getLogger('fasthtml_oauth')
@@ -67,12 +67,13 @@ def _unseal(self:TokenStore, owner:str, rec:dict) -> Token|None:
         except (InvalidTag, ValueError, TypeError, KeyError): return None
     return None
 
-# %% ../nbs/api/10_tokens.ipynb #e3221043
+# %% ../nbs/api/10_tokens.ipynb #cace821b
 @patch
-async def save(self:TokenStore, provider:str, auth, token:dict):
-    "Keep `token` for `auth` at `provider`, encrypted"
+async def save(self:TokenStore, provider:str, auth, token:dict,
+               when:str|None=None) -> bool:  # `'present'`: only over a token still kept (see the store's `put`)
+    "Keep `token` for `auth` at `provider`, encrypted; whether it was written"
     owner = _owner(provider, json.loads(json.dumps(auth)))
-    await self.store.put(self.kind, owner, self._seal(owner, dict(token)), self.ttl)
+    return await self.store.put(self.kind, owner, self._seal(owner, dict(token)), self.ttl, when=when)
 
 @patch
 async def load(self:TokenStore, provider:str, auth) -> Token|None:
@@ -86,7 +87,7 @@ async def delete(self:TokenStore, provider:str, auth) -> bool:
     "Forget the token of `auth` at `provider`; whether there was one"
     return await self.store.delete(self.kind, [_owner(provider, json.loads(json.dumps(auth)))]) > 0
 
-# %% ../nbs/api/10_tokens.ipynb #560d8d24
+# %% ../nbs/api/10_tokens.ipynb #ff9adf04
 _refusal_gap = 60  # seconds after a refusal's refresh in which another refusal does not refresh again
 
 def _expiring(t:Token) -> bool:
@@ -108,15 +109,35 @@ async def fresh_token(self:OAuth, auth, stale:str|None=None) -> Token:
     key = _owner(prov, auth)
     locks = self.__dict__.setdefault('_refreshing', weakref.WeakValueDictionary())  # gone when no one waits
     lock = locks.get(k := (id(asyncio.get_running_loop()), key)) or locks.setdefault(k, asyncio.Lock())
+    failed = self.__dict__.setdefault('_refresh_failed', {})  # key: (when, refresh token, error) of the last failure
+    just = self.__dict__.setdefault('_refreshed', {})         # key: (when, token) of the last refresh, for its waiters
     async with lock:
+        if (j := just.get(key)) and time.monotonic() - j[0] < 1 and _usable(j[1], stale): return j[1]  # landed just now
         for _ in range(200):  # until this process holds the store's lock, or another's refresh has landed
             if _usable(tok := await ts.load(prov, auth), stale): return tok
+            if tok is not None and not tok.refresh_token and tok.access_token == stale and not tok.expired: return tok
             if tok is None or not tok.refresh_token: raise LoginRequired("No usable token is kept for this user: log in again")
-            if await ts.store.put('token-refresh', key, {}, 30, when='absent'): break
+            if (f := failed.get(key)) and f[1] == tok.refresh_token and time.monotonic() - f[0] < 10:
+                raise type(f[2])(str(f[2]), f[2].error, f[2].description)
+            if await ts.store.put('token-refresh', key, {}, 3 * self.cli.timeout + 10, when='absent'): break  # outlives a refresh
             await asyncio.sleep(0.05)
         else: raise ProviderTimeout("Another process has been refreshing this user's token for 10 s; try again")
-        try: return await self._refresh(auth, tok, refused=stale is not None)
-        finally: await ts.store.delete('token-refresh', [key])
+        try:
+            just[key] = (time.monotonic(), new := await self._refresh(auth, tok, refused=stale is not None))
+            return new
+        except OAuthError as e:
+            if not isinstance(e, LoginRequired): failed[key] = (time.monotonic(), tok.refresh_token, e)
+            raise
+        finally:
+            await ts.store.delete('token-refresh', [key])
+            for d, age in ((failed, 10), (just, 1)):
+                for k in [k for k, f in d.items() if time.monotonic() - f[0] > age]: d.pop(k, None)
+
+def _renewed(old:Token, new:Token) -> Token:
+    "`new`, the answer to refreshing `old`, with what the provider may leave out kept from `old` (refresh token, scope)"
+    new.setdefault('scope', old.get('scope'))
+    new['refresh_token'] = new.refresh_token or old.refresh_token
+    return new
 
 @patch
 async def _refresh(self:OAuth, auth, tok:Token, refused:bool=False) -> Token:
@@ -127,24 +148,32 @@ async def _refresh(self:OAuth, auth, tok:Token, refused:bool=False) -> Token:
         if e.error != 'invalid_grant': raise
         if (now := await ts.load(prov, auth)) is not None and now.refresh_token == tok.refresh_token: await ts.delete(prov, auth)
         raise LoginRequired("The provider refused to refresh this user's token: log in again") from None
-    new.setdefault('scope', tok.get('scope'))
-    new['refresh_token'] = new.refresh_token or tok.refresh_token
+    new = _renewed(tok, new)
     if refused: new['refused_at'] = time.time()
-    await ts.save(prov, auth, new)
-    return new
+    if (now := await ts.load(prov, auth)) is not None and now.refresh_token == tok.refresh_token:
+        if await ts.save(prov, auth, new, when='present'): return new
+    if now is not None: return now  # a login saved a newer token meanwhile: that one stands
+    await self._revoke_quietly(new)  # the user logged out meanwhile: this token must not outlive the logout
+    raise LoginRequired("This user logged out while their token was being refreshed")
 
-# %% ../nbs/api/10_tokens.ipynb #801e91c0
+# %% ../nbs/api/10_tokens.ipynb #78dfd21e
 def _origin(url) -> tuple: return (url.scheme, url.host, url.port)
+
+def _bearer(tok:Token) -> str:
+    "The `Authorization` header for `tok`, if its access token can go in a header"
+    if not (isinstance(at := tok.access_token, str) and at.isascii() and at.isprintable() and at):
+        raise TokenError("The provider's access token cannot be sent: it is not printable ASCII")
+    return f'Bearer {at}'
 
 def _call_steps(request):
     "One API call: `None` asks for the user's token; a string asks for one other than that refused access token"
     tok = yield None
-    request.headers['Authorization'] = f'Bearer {tok.access_token}'
+    request.headers['Authorization'] = _bearer(tok)
     res = yield request
     if res.status_code != 401: return
     new = yield tok.access_token
-    if new.access_token == tok.access_token: return  # refreshed moments ago: the 401 stands
-    request.headers['Authorization'] = f'Bearer {new.access_token}'
+    if new.access_token == tok.access_token: return  # refreshed moments ago, or cannot be: the 401 stands
+    request.headers['Authorization'] = _bearer(new)
     yield request
 
 def _blocking(f, *args):
@@ -156,7 +185,7 @@ def _blocking(f, *args):
     except RuntimeError: return asyncio.run(f(*args))
     raise RuntimeError("api_sync would block the event loop here: use `oauth.api` in async code")
 
-# %% ../nbs/api/10_tokens.ipynb #30be46e6
+# %% ../nbs/api/10_tokens.ipynb #5606cf8f
 @cache
 def _user_auth():
     "The httpx auth class of `api`, made on first use (httpx is imported only when needed)"
@@ -190,9 +219,11 @@ def _user_auth():
     return UserAuth
 
 @patch
-def _api_auth(self:OAuth, auth, base_url:str):
+def _api_kw(self:OAuth, auth, base_url:str, kw:dict) -> dict:
+    "The `httpx` client arguments of `api` and `api_sync`: the user's auth, and the process's TLS context (made once)"
     self._tokens()
-    return _user_auth()(self, auth, check_url(base_url, 'API'))
+    if 'transport' not in kw: kw.setdefault('verify', ssl_context())
+    return dict(kw, auth=_user_auth()(self, auth, check_url(base_url, 'API')), base_url=base_url)
 
 @patch
 def api(self:OAuth, auth,
@@ -200,13 +231,13 @@ def api(self:OAuth, auth,
         **kwargs):     # Passed to `httpx.AsyncClient`
     "An `httpx.AsyncClient` acting for `auth` with their provider token, for the API at `base_url`"
     import httpx
-    return httpx.AsyncClient(auth=self._api_auth(auth, base_url), base_url=base_url, **kwargs)
+    return httpx.AsyncClient(**self._api_kw(auth, base_url, kwargs))
 
 @patch
 def api_sync(self:OAuth, auth, base_url:str, **kwargs):
     "An `httpx.Client` acting for `auth`, for plain `def` pages and scripts; as `api`"
     import httpx
-    return httpx.Client(auth=self._api_auth(auth, base_url), base_url=base_url, **kwargs)
+    return httpx.Client(**self._api_kw(auth, base_url, kwargs))
 
 # %% ../nbs/api/10_tokens.ipynb #8196d2ff
 def _scope_set(v) -> set:
@@ -228,21 +259,29 @@ async def require_scopes(self:OAuth, auth, *scopes:str):
         ask = _with_scope(None, self.cli.scope, *sorted(have), *scopes)
         raise ScopeRequired(f"This page needs your consent to: {' '.join(missing)}", ask, missing, self)
 
-# %% ../nbs/api/10_tokens.ipynb #d68f5585
+# %% ../nbs/api/10_tokens.ipynb #fc2bd8c0
 @patch
-async def _keep_token(self:OAuth, auth, tok:Token):
-    "Save a login's token; without a refresh token of its own it keeps the one kept before"
+async def _keep_token(self:OAuth, auth, tok:Token, asked:str|None=None):
+    "Save a login's token (with the `asked` scopes if the provider did not say); keep the old refresh token if it sent none"
     ts, prov = self._tokens(), self._provider()
+    tok = Token(tok, scope=tok.get('scope') if tok.get('scope') is not None else asked)
     if not tok.get('refresh_token') and (old := await ts.load(prov, auth)) is not None and old.refresh_token:
-        tok = Token(tok, refresh_token=old.refresh_token)
+        tok['refresh_token'] = old.refresh_token
     await ts.save(prov, auth, tok)
 
 @patch
-async def _forget_token(self:OAuth, auth, unless_logged_in:bool=False):
-    "Delete `auth`'s token (if `unless_logged_in`, only when they have no login left) and revoke it at the provider"
+async def _revoke_quietly(self:OAuth, tok:Token):
+    "Revoke `tok` at the provider, giving it 3 seconds; a failure is logged, not raised"
+    try:
+        async with asyncio.timeout(3): await self.cli.revoke_async(tok, 'refresh_token' if tok.refresh_token else 'access_token')
+    except Exception as e: log.warning("Could not revoke a user's token at the provider: %s", safe_text(str(e), 200) or type(e).__name__)
+
+@patch
+async def _forget_token(self:OAuth, auth, unless_logged_in:bool=False, revoke:bool=True):
+    "Delete `auth`'s token (if `unless_logged_in`, only when they have no login left); revoke it at the provider"
     try:
         if unless_logged_in and self.login_sessions is not None and await self.login_sessions.of(auth): return
         ts, prov = self._tokens(), self._provider()
-        if (tok := await ts.load(prov, auth)) is None or not await ts.delete(prov, auth) or not ts.revoke: return
-        await self.cli.revoke_async(tok, 'refresh_token' if tok.refresh_token else 'access_token')
-    except Exception as e: log.warning("Could not end a user's provider token at logout: %s", safe_text(str(e), 200))
+        if (tok := await ts.load(prov, auth)) is None or not await ts.delete(prov, auth): return
+    except Exception as e: return log.warning("Could not forget a user's provider token: %s", safe_text(str(e), 200))
+    if revoke and ts.revoke: await self._revoke_quietly(tok)

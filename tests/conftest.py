@@ -46,21 +46,40 @@ def pytest_sessionfinish(session, exitstatus):
 # The real OpenID provider (npm oidc-provider) for the end-to-end tests; imported here so every test module can use it
 from oidc_fixture import oidc_provider  # noqa: E402,F401
 
+def start_uvicorn(target:str, port:int, **env) -> subprocess.Popen:
+    "Serve the ASGI app `target` (`module:name`, a module in tests/) with uvicorn in a process of its own on 127.0.0.1"
+    return subprocess.Popen([sys.executable, '-m', 'uvicorn', target, '--host', '127.0.0.1', '--port', str(port),
+                             '--log-level', 'warning'], cwd=Path(__file__).parent, env=dict(os.environ, **env))
+
+def wait_ready(proc:subprocess.Popen, url:str, timeout:float=20):
+    "Wait until `url` answers 200 (the process started by `start_uvicorn` is serving); fail if the process ends first"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None: raise RuntimeError(f'the server for {url} exited with {proc.returncode}')
+        try:
+            if httpx.get(url, timeout=2).status_code == 200: return proc
+        except httpx.TransportError: pass
+        time.sleep(0.05)
+    raise RuntimeError(f'{url} did not answer within {timeout} s')
+
+def stop_process(p:subprocess.Popen):
+    "End a process we started, by its pid: SIGTERM, then SIGKILL if it has not ended within 10 s"
+    if p.poll() is None: p.terminate()
+    try: p.wait(10)
+    except subprocess.TimeoutExpired: p.kill(); p.wait(5)
+
 @pytest.fixture
-def scaleout():
-    "Call `scaleout(port, **env)` to serve `tests/scaleout_app.py` in a uvicorn process of its own; all are stopped at the end"
+def uvicorn_app():
+    """Call `uvicorn_app(target, port, ready='/', **env)` to serve `target` (see `start_uvicorn`) and wait until `ready`
+    answers 200 (`ready=None`: do not wait, call `wait_ready` later); all are stopped at the end of the test"""
     procs = []
-    def start(port, **env):
-        procs.append(subprocess.Popen([sys.executable, '-m', 'uvicorn', 'scaleout_app:app', '--host', '127.0.0.1', '--port', str(port),
-                                       '--log-level', 'warning'], cwd=Path(__file__).parent, env=dict(os.environ, **env)))
-        for _ in range(300):
-            if procs[-1].poll() is not None: raise RuntimeError(f'app on {port} exited with {procs[-1].returncode}')
-            try:
-                if httpx.get(f'http://127.0.0.1:{port}/login').status_code == 200: return procs[-1]
-            except httpx.TransportError: time.sleep(0.05)
-        raise RuntimeError(f'app on {port} did not start')
+    def start(target, port, ready='/', **env):
+        procs.append(p := start_uvicorn(target, port, **env))
+        return wait_ready(p, f'http://127.0.0.1:{port}{ready}') if ready is not None else p
     yield start
-    for p in procs:
-        p.terminate()
-        try: p.wait(10)
-        except subprocess.TimeoutExpired: p.kill(); p.wait(5)
+    for p in procs: stop_process(p)
+
+@pytest.fixture
+def scaleout(uvicorn_app):
+    "Call `scaleout(port, **env)` to serve `tests/scaleout_app.py` in a uvicorn process of its own; stopped at the end"
+    return lambda port, **env: uvicorn_app('scaleout_app:app', port, '/login', **env)

@@ -48,17 +48,29 @@ def stop_provider(proc:subprocess.Popen):
         proc.wait(5)
 
 def start_provider(redirect_uris:list, port:int|None=None, app_port:int=0, name:str='oidc-provider', logout_uris:list=(),
-                   backchannel_uri:str|None=None) -> OP:
-    "Start server.js on a free loopback port and wait until its discovery document answers; it logs to `artifacts/{name}.log`"
+                   backchannel_uri:str|None=None, host:str='localhost', access_token_ttl:int|None=None,
+                   device_flow:bool=False, device_interval:int|None=None, device_code_ttl:int|None=None,
+                   native_client_id:str|None=None) -> OP:
+    """Start server.js on a free loopback port and wait until its discovery document answers; it logs to
+    `artifacts/{name}.log`. `host`: `localhost` (127.0.0.1, and ::1 where there is one) or `127.0.0.1` (that alone);
+    `access_token_ttl`: seconds its access tokens live (default: an hour); `device_flow`: offer the device flow
+    (RFC 8628), its answers naming `device_interval` seconds between polls (default: none, so 5) and its codes living
+    `device_code_ttl` seconds (default: ten minutes); `native_client_id`: also register a public native client whose
+    redirect URIs are `http://127.0.0.1/callback` and `http://[::1]/callback` on any port (RFC 8252)"""
     if not (op_dir/'node_modules'/'oidc-provider').is_dir():
         pytest.fail(f"{op_dir}/node_modules is missing: run `bash tests/setup.sh` (it runs `npm ci --prefix tests/oidc_provider`)", pytrace=False)
     port = port or free_port()
-    issuer = f'http://localhost:{port}'  # the apps run on 127.0.0.1: another site, as a real provider would be
+    issuer = f'http://{host}:{port}'  # localhost: the apps run on 127.0.0.1, another site, as a real provider would be
     artifacts.mkdir(exist_ok=True)
     log = artifacts/f'{name}.log'
-    args = ['node', str(op_dir/'server.js'), '--port', str(port), '--host', 'localhost', '--watch-stdin',
+    args = ['node', str(op_dir/'server.js'), '--port', str(port), '--host', host, '--watch-stdin',
             '--client-id', CLIENT_ID, '--client-secret', CLIENT_SECRET] + [a for u in redirect_uris for a in ('--redirect-uri', u)]
     args += [a for u in logout_uris for a in ('--post-logout-redirect-uri', u)] + (['--backchannel-logout-uri', backchannel_uri] if backchannel_uri else [])
+    if access_token_ttl: args += ['--access-token-ttl', str(access_token_ttl)]
+    if device_flow: args += ['--device-flow']
+    if device_interval: args += ['--device-interval', str(device_interval)]
+    if device_code_ttl: args += ['--device-code-ttl', str(device_code_ttl)]
+    if native_client_id: args += ['--native-client-id', native_client_id]
     with open(log, 'wb') as err:
         # stdin is a pipe only we hold: if this process dies however it dies, the provider sees it close and exits
         proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, cwd=op_dir)
@@ -144,7 +156,7 @@ def make_app(cli, redir_path:str='/redirect', redir_method:str='get', oauth_kw:d
             session.update(email=info.email, name=info.name, verified=info.email_verified)
             return True
 
-    app = FastHTML(secret_key='e2e-test-secret', default_hdrs=False)
+    app = FastHTML(secret_key='e2e-test-secret-key', default_hdrs=False)  # 16+ characters: keep_tokens derives a key
     oauth = Auth(app, cli, redir_path=redir_path, redir_method=redir_method, **(oauth_kw or {}))
 
     @app.get('/')

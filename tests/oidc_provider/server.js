@@ -1,7 +1,8 @@
 // A real OpenID provider (npm `oidc-provider`, OpenID Certified) on a loopback port, for fasthtml_oauth's end-to-end tests.
 //
 //   node tests/oidc_provider/server.js --port 9000 --redirect-uri http://127.0.0.1:5001/redirect [--redirect-uri ...]
-//        [--post-logout-redirect-uri URL ...] [--backchannel-logout-uri URL]
+//        [--post-logout-redirect-uri URL ...] [--backchannel-logout-uri URL] [--access-token-ttl SECONDS]
+//        [--device-flow [--device-interval SECONDS] [--device-code-ttl SECONDS]] [--native-client-id ID]
 //
 // Every option may also come from the environment: OP_PORT, OP_HOST (default 127.0.0.1), OP_CLIENT_ID, OP_CLIENT_SECRET,
 // OP_REDIRECT_URIS (space-separated). The issuer is http://HOST:PORT; HOST must be a loopback name or address.
@@ -11,12 +12,25 @@
 // required of every client; revocation is on; every authorization response carries `iss` (RFC 9207). Logout is on:
 // RP-initiated (`end_session_endpoint`, to the given post-logout redirect URIs) and back-channel (logout tokens POSTed
 // to the given back-channel logout URI, naming the session: id_tokens carry `sid`).
+// Access tokens live for --access-token-ttl seconds (a positive whole number; default: oidc-provider's own, one
+// hour), so a test can watch one expire and be refreshed; with it the provider allows no clock skew (its
+// `clockTolerance`, 15 s by default, is 0), so it refuses an access token as soon as it has expired.
+// --device-flow turns on the device authorization grant (RFC 8628: `device_authorization_endpoint` in discovery, the
+// user-code page at /device) and lets every client use `urn:ietf:params:oauth:grant-type:device_code`. oidc-provider
+// sends no `interval` in its device answers (so clients poll every 5 s, RFC 8628's default): --device-interval adds
+// one; --device-code-ttl sets how many seconds a device code lives (default: oidc-provider's own, ten minutes).
+// --native-client-id registers a public native client (RFC 8252: `application_type` native, no secret, token
+// endpoint auth `none`, PKCE) whose redirect URIs are http://127.0.0.1/callback and http://[::1]/callback;
+// oidc-provider matches loopback redirect URIs of native clients on any port, so a tool may listen where it likes.
+// Without these options there is no device flow and no native client.
 // Any login name signs in (the default devInteractions login and consent forms; the password is ignored), with claims
 // derived from it: `ada@example.com` gets sub `user-` + the first 16 hex digits of sha256(login), that email (verified),
 // and name `Ada`; a login without `@` gets `<login>@example.test`.
 //
-// Logs go to stderr only. The process exits on SIGTERM/SIGINT, when its parent dies, and (with --watch-stdin) when
-// its stdin closes, so a parent that holds a pipe to it takes it along however it ends.
+// Logs go to stderr only. Each token request is logged as a line `oidc-provider grant.success <grant_type>` or
+// `oidc-provider grant.error <grant_type> <error>`, and each revoked grant as `oidc-provider grant.revoked`, so a test
+// can count the refreshes it caused. The process exits on SIGTERM/SIGINT, when its parent dies, and (with --watch-stdin)
+// when its stdin closes, so a parent that holds a pipe to it takes it along however it ends.
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { parseArgs } from 'node:util';
@@ -32,6 +46,9 @@ const { values: opts } = parseArgs({
     'redirect-uri': { type: 'string', multiple: true },
     'post-logout-redirect-uri': { type: 'string', multiple: true },
     'backchannel-logout-uri': { type: 'string' },
+    'access-token-ttl': { type: 'string' },
+    'device-flow': { type: 'boolean' }, 'device-interval': { type: 'string' }, 'device-code-ttl': { type: 'string' },
+    'native-client-id': { type: 'string' },
     'watch-stdin': { type: 'boolean' },
   },
 });
@@ -45,6 +62,23 @@ const postLogoutUris = opts['post-logout-redirect-uri'] ?? [];
 const backchannelUri = opts['backchannel-logout-uri'];
 if (!Number.isInteger(port) || port <= 0 || port > 65535) { console.error('server.js: give --port (or OP_PORT)'); process.exit(2); }
 if (!redirectUris.length) { console.error('server.js: give --redirect-uri (or OP_REDIRECT_URIS)'); process.exit(2); }
+const accessTokenTtl = opts['access-token-ttl'] === undefined ? undefined : Number(opts['access-token-ttl']);
+if (accessTokenTtl !== undefined && !(Number.isSafeInteger(accessTokenTtl) && accessTokenTtl > 0)) {
+  console.error('server.js: --access-token-ttl is a positive whole number of seconds'); process.exit(2);
+}
+function seconds(name) {
+  const value = opts[name] === undefined ? undefined : Number(opts[name]);
+  if (value !== undefined && !(Number.isSafeInteger(value) && value > 0)) {
+    console.error(`server.js: --${name} is a positive whole number of seconds`); process.exit(2);
+  }
+  return value;
+}
+const deviceFlow = Boolean(opts['device-flow']);
+const deviceInterval = seconds('device-interval'), deviceCodeTtl = seconds('device-code-ttl');
+if (!deviceFlow && (deviceInterval || deviceCodeTtl)) {
+  console.error('server.js: --device-interval and --device-code-ttl need --device-flow'); process.exit(2);
+}
+const nativeClientId = opts['native-client-id'];
 if (!['localhost', '127.0.0.1', '::1'].includes(host)) { console.error('server.js: --host must be localhost, 127.0.0.1 or ::1'); process.exit(2); }
 const hostPart = host.includes(':') ? `[${host}]` : host;
 const issuer = `http://${hostPart}:${port}`;
@@ -59,28 +93,55 @@ function claimsFor(login) {
   };
 }
 
+const grantTypes = ['authorization_code', 'refresh_token',
+                    ...(deviceFlow ? ['urn:ietf:params:oauth:grant-type:device_code'] : [])];
 const client = (id, auth) => ({
   client_id: id, client_secret: clientSecret, redirect_uris: redirectUris,
-  grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'],
+  grant_types: grantTypes, response_types: ['code'],
   token_endpoint_auth_method: auth,
   post_logout_redirect_uris: postLogoutUris,
   ...(backchannelUri ? { backchannel_logout_uri: backchannelUri, backchannel_logout_session_required: true } : {}),
 });
 
+// A public client for tools (RFC 8252 §7.3 loopback redirects, any port)
+const nativeClient = (id) => ({
+  client_id: id, application_type: 'native', token_endpoint_auth_method: 'none', grant_types: grantTypes,
+  response_types: ['code'], redirect_uris: ['http://127.0.0.1/callback', 'http://[::1]/callback'],
+});
+const ttl = { ...(accessTokenTtl ? { AccessToken: accessTokenTtl } : {}),
+              ...(deviceCodeTtl ? { DeviceCode: deviceCodeTtl } : {}) };
+
 const provider = new Provider(issuer, {
-  clients: [client(clientId, 'client_secret_post'), client(`${clientId}-basic`, 'client_secret_basic')],
+  clients: [client(clientId, 'client_secret_post'), client(`${clientId}-basic`, 'client_secret_basic'),
+            ...(nativeClientId ? [nativeClient(nativeClientId)] : [])],
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
   scopes: ['openid', 'offline_access', 'email', 'profile'],
   findAccount: async (ctx, id) => ({ accountId: id, claims: async () => claimsFor(id) }),
   pkce: { methods: ['S256'], required: () => true },
   features: { devInteractions: { enabled: true }, revocation: { enabled: true }, rpInitiatedLogout: { enabled: true },
-              backchannelLogout: { enabled: true } },
+              backchannelLogout: { enabled: true }, ...(deviceFlow ? { deviceFlow: { enabled: true } } : {}) },
   // Plain-http test issuer: a SameSite=None cookie without Secure would be dropped by Chromium
   cookies: { keys: ['fasthtml-oauth-test-only-key'], long: { sameSite: 'lax' }, short: { sameSite: 'lax' } },
   // Refresh tokens are issued when the login asked for offline_access (with prompt=consent) and the client may refresh
   issueRefreshToken: async (ctx, cl, code) => cl.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
+  // ttl is merged with the other artifacts' defaults
+  ...(Object.keys(ttl).length ? { ttl } : {}), ...(accessTokenTtl ? { clockTolerance: 0 } : {}),
 });
+// oidc-provider's device answers carry no `interval`: add the one asked for
+if (deviceInterval) {
+  provider.use(async (ctx, next) => {
+    await next();
+    const answer = ctx.oidc?.route === 'device_authorization' && ctx.status === 200 && ctx.body;
+    if (answer?.device_code) answer.interval = deviceInterval;
+  });
+}
 provider.on('server_error', (ctx, err) => console.error('oidc-provider server_error:', err));
+// One line per token request and revoked grant: what the tests count refreshes by
+provider.on('grant.success', (ctx) => console.error(`oidc-provider grant.success ${ctx.oidc.params?.grant_type}`));
+provider.on('grant.error', (ctx, err) => {
+  console.error(`oidc-provider grant.error ${ctx.oidc?.params?.grant_type} ${err.error}`);
+});
+provider.on('grant.revoked', () => console.error('oidc-provider grant.revoked'));
 
 // `localhost` listens on 127.0.0.1, and on ::1 too where the machine has IPv6 loopback; never on other interfaces
 const callback = provider.callback();
