@@ -198,13 +198,14 @@ class UserInfo(Fields):
                    picture=_first(raw, 'picture', 'avatar_url'),
                    username=_first(raw, 'preferred_username', 'login', 'username', 'nickname'))
 
-# %% ../nbs/api/00_core.ipynb #f9c679c9
+# %% ../nbs/api/00_core.ipynb #5b8fbb26
 def check_url(url, what:str='endpoint') -> str:
     "`url` if it is `https`, or plain `http` on a loopback host; else `InsecureTransport`"
     if not url: raise OAuthError(f"This client has no {what} URL")
-    u = urlsplit(str(url))
+    try: u = urlsplit(str(url)); port = u.port
+    except ValueError: raise InvalidResponse(f"The {what} URL is malformed") from None  # a bad port or IPv6 address
     if u.scheme == 'https' or (u.scheme == 'http' and u.hostname in ('localhost', '127.0.0.1', '::1')): return str(url)
-    where = f"{u.hostname}:{u.port}" if u.port else u.hostname  # never the netloc: it may hold a user name and password
+    where = f"{u.hostname}:{port}" if port else u.hostname  # never the netloc: it may hold a user name and password
     raise InsecureTransport(f"Refusing to send OAuth data to {u.scheme}://{where}: "
                             "use https (plain http is allowed only on loopback)")
 

@@ -167,7 +167,7 @@ async def _discovery(self:DevProvider, req):
 @patch
 async def _jwks(self:DevProvider, req): return JSONResponse(self.jwks)
 
-# %% ../nbs/api/06_devprovider.ipynb #8ac8a63a
+# %% ../nbs/api/06_devprovider.ipynb #c86b0b64
 _authz_params = ('client_id', 'redirect_uri', 'response_type', 'scope', 'state', 'nonce', 'code_challenge',
                  'code_challenge_method', 'response_mode')
 _re_email = re.compile(r'^[^@\s<>"]{1,64}@[^@\s<>"]{1,190}$')
@@ -183,8 +183,9 @@ def _registered(uri:str|None, uris:list) -> bool:
     "Is `uri` one of `uris`, or a loopback IP one of them names without a port, at any port (RFC 8252 §7.3)?"
     if not isinstance(uri, str): return False
     if uri in uris: return True
-    u = urlsplit(uri)
-    if u.scheme != 'http' or u.hostname not in ('127.0.0.1', '::1') or u.port is None: return False
+    try: u = urlsplit(uri); port = u.port
+    except ValueError: return False  # a port out of range, a broken IPv6 address
+    if u.scheme != 'http' or u.hostname not in ('127.0.0.1', '::1') or port is None: return False
     return urlunsplit(u._replace(netloc=f"[{u.hostname}]" if ':' in u.hostname else u.hostname)) in uris
 
 @patch

@@ -5,16 +5,17 @@
 # %% auto #0
 __all__ = ['device_code', 'show_device', 'TokenCache']
 
-# %% ../nbs/api/12_tools.ipynb #9531f379
+# %% ../nbs/api/12_tools.ipynb #f4c1b1d4
 import asyncio, hmac, html, json, os, sys, threading, time
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 from fastcore.basics import patch
 from .core import *
 from .client import AppClient, twins, _error_body, _with_scope
+from .core import _finite
 from .tokens import _renewed, _expiring, _scope_set
 
-# %% ../nbs/api/12_tools.ipynb #f3dfb583
+# %% ../nbs/api/12_tools.ipynb #cb64903b
 _device_grant = 'urn:ietf:params:oauth:grant-type:device_code'
 
 @patch
@@ -23,8 +24,9 @@ def device_request(self:AppClient, scope:str|list|None=None) -> 'httpx.Request':
     return self.token_request(None, self.device_url, 'device authorization endpoint', scope=_with_scope(scope, self.scope))
 
 def _number(v, default:float, lo:float, hi:float) -> float:
-    "`v` if it is a number within `lo`..`hi`, else `default`"
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi else float(default)
+    "`v` brought within `lo`..`hi` if it is a number, else `default`"
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # NaN is not equal to itself
+    return float(min(max(v, lo), hi)) if ok else float(default)
 
 def device_code(res) -> Fields:
     "The device authorization answer `res`, checked: `device_code`, `user_code`, `verification_uri`, `expires_in`, `interval`"
@@ -36,11 +38,12 @@ def device_code(res) -> Fields:
     d = Fields(d, verification_uri=d.get('verification_uri') or d.get('verification_url'))
     if not all(isinstance(d.get(k), str) and d[k] for k in ('device_code', 'user_code', 'verification_uri')) or len(d.user_code) > 64:
         raise InvalidResponse("The device authorization answer lacks a device code, a user code or a verification URI")
+    if not isinstance(d.verification_uri_complete, str): d['verification_uri_complete'] = None
+    for s in (d.user_code, d.verification_uri, d.verification_uri_complete or ''):  # shown to the user as they are
+        if not s.isprintable(): raise InvalidResponse("The device authorization answer holds control characters")
     check_url(d.verification_uri, 'verification page')
-    if d.verification_uri_complete is not None:
-        d['verification_uri_complete'] = d.verification_uri_complete if isinstance(d.verification_uri_complete, str) else None
-        if d.verification_uri_complete: check_url(d.verification_uri_complete, 'verification page')
-    d.update(expires_in=_number(d.expires_in, 600, 1, 3600), interval=_number(d.interval, 5, 0, 60))
+    if d.verification_uri_complete: check_url(d.verification_uri_complete, 'verification page')
+    d.update(expires_in=_number(d.expires_in, 600, 1, 3600), interval=_number(d.interval, 5, 1, 60))
     return d
 
 # %% ../nbs/api/12_tools.ipynb #0e4635bd
@@ -60,7 +63,7 @@ def show_device(d:Fields, file=None):
     print(f"To log in, open {d.verification_uri_complete or d.verification_uri}", file=file or sys.stderr)
     print(f"and enter the code {d.user_code}", file=file or sys.stderr, flush=True)
 
-# %% ../nbs/api/12_tools.ipynb #1966f354
+# %% ../nbs/api/12_tools.ipynb #a120f594
 @patch
 def device_login_flow(self:AppClient, scope:str|list|None=None, show=show_device) -> tuple:
     "Flow: a login by the device flow (RFC 8628); `(token, user info)` once the user has approved"
@@ -69,8 +72,8 @@ def device_login_flow(self:AppClient, scope:str|list|None=None, show=show_device
     show(d)
     interval, deadline = d.interval, time.monotonic() + d.expires_in
     while True:
-        yield interval
-        if time.monotonic() > deadline: raise ProviderError.of('the device login', 'expired_token', 'the code has expired')
+        yield min(interval, max(0., deadline - time.monotonic()))
+        if time.monotonic() >= deadline: raise ProviderError.of('the device login', 'expired_token', 'the code has expired')
         try: tok = self.token_from((yield self.token_request(_device_grant, device_code=d.device_code)))
         except ProviderError as e:
             if e.error == 'authorization_pending': continue
@@ -80,7 +83,7 @@ def device_login_flow(self:AppClient, scope:str|list|None=None, show=show_device
         return tok, (yield from self.user_flow(tok, None))
 twins(AppClient, 'device_login_flow', 'device_login')
 
-# %% ../nbs/api/12_tools.ipynb #088a9fbf
+# %% ../nbs/api/12_tools.ipynb #587eb52c
 _page = ('<!doctype html><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
          '<title>{0}</title><body style="font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem">'
          '<h1>{0}</h1><p>{1}</p>')
@@ -95,10 +98,16 @@ async def _answer(writer, status:str, title:str, text:str):
     finally: writer.close()
 
 class _Callback:
-    "The one-shot server's handler: `got` gets the query of the first GET of `path` that carries `state`"
-    def __init__(self, path:str, state:str): self.path, self.state, self.got = path, state, asyncio.get_running_loop().create_future()
+    "The one-shot server's handler: `got` gets the query of the first GET of `path` that carries `state` (set once known)"
+    def __init__(self, path:str): self.path, self.state, self.got, self.conns = path, None, asyncio.get_running_loop().create_future(), {}
+
+    def close(self):
+        "Close every connection still open, and stop its handler"
+        for task, writer in list(self.conns.items()): writer.close(); task.cancel()
 
     async def __call__(self, reader, writer):
+        if self.state is None or len(self.conns) >= 16: return writer.close()  # not ready yet, or too many at once
+        self.conns[asyncio.current_task()] = writer
         try:
             head = await asyncio.wait_for(reader.readuntil(b'\r\n\r\n'), 10)
             method, target, _ = head.split(b'\r\n', 1)[0].decode('latin-1').split(' ', 2)
@@ -110,7 +119,8 @@ class _Callback:
             self.got.set_result(q)
             if 'error' in q: await _answer(writer, '200 OK', 'Login failed', 'The login did not succeed; you can close this tab.')
             else: await _answer(writer, '200 OK', 'Logged in', 'You are logged in: you can close this tab and go back.')
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError, OSError): writer.close()
+        except (Exception, asyncio.CancelledError): writer.close()  # a bad or slow request, or the login is over
+        finally: self.conns.pop(asyncio.current_task(), None)
 
 def _send_user(url:str, opener=None):
     "Open `url` with `opener` (default: the system browser), and print it for when no browser opens"
@@ -119,7 +129,7 @@ def _send_user(url:str, opener=None):
     try: (opener or webbrowser.open)(url)
     except webbrowser.Error: pass
 
-# %% ../nbs/api/12_tools.ipynb #ac0880ba
+# %% ../nbs/api/12_tools.ipynb #80c088ec
 @patch
 async def loopback_login_async(self:AppClient, scope:str|list|None=None,
                                open_browser=None,      # Called with the login URL; default: the system browser
@@ -129,17 +139,18 @@ async def loopback_login_async(self:AppClient, scope:str|list|None=None,
                                **kwargs) -> tuple:     # Extra login parameters, e.g. `prompt='consent'`
     "Log in through the browser and a one-shot server on `host` at a free port (RFC 8252): `(token, user info)`"
     if host not in ('127.0.0.1', '::1'): raise ValueError("A loopback login listens on 127.0.0.1 or ::1 only")
-    cb = None
-    server = await asyncio.start_server(lambda r, w: cb(r, w), host, 0, limit=16384)
+    cb = _Callback(path)
+    server = await asyncio.start_server(cb, host, 0, limit=16384)
     try:
         port = server.sockets[0].getsockname()[1]
         lr = await self.login_request_async(f"http://{'[::1]' if ':' in host else host}:{port}{path}", scope, **kwargs)
-        cb = _Callback(path, lr.state)
+        cb.state = lr.state
         _send_user(lr.url, open_browser)
         try: q = await asyncio.wait_for(asyncio.shield(cb.got), timeout)
         except TimeoutError: raise OAuthError(f"The browser did not come back within {timeout:g} s; the login was abandoned") from None
     finally:
         server.close()
+        cb.close()  # connections left open (a slow or hostile client) must not hold the tool
         await server.wait_closed()
     if q.get('error'): raise ProviderError.of('the login', q['error'], q.get('error_description'))
     if not q.get('code'): raise InvalidResponse("The provider's answer has neither a code nor an error")
@@ -149,12 +160,23 @@ def _run_loop(coro):
     "Run `coro` to its end from sync code: in this thread, or in a thread of its own where an event loop already runs"
     try: asyncio.get_running_loop()
     except RuntimeError: return asyncio.run(coro)
-    out = {}
+    out, started = {}, threading.Event()
+    async def main():
+        out['loop'], out['task'] = asyncio.get_running_loop(), asyncio.current_task()
+        started.set()
+        return await coro
     def go():
-        try: out['value'] = asyncio.run(coro)
+        try: out['value'] = asyncio.run(main())
         except BaseException as e: out['error'] = e
+        finally: started.set()
     t = threading.Thread(target=go, daemon=True)
-    t.start(); t.join()
+    t.start()
+    try: t.join()
+    except BaseException:  # Ctrl-C (a notebook's stop button): stop the login as well, then say so
+        started.wait()
+        if 'task' in out: out['loop'].call_soon_threadsafe(out['task'].cancel)
+        t.join()
+        raise
     if 'error' in out: raise out['error']
     return out['value']
 
@@ -181,39 +203,50 @@ class TokenCache:
 
     def __repr__(self): return f'TokenCache({str(self.path)!r})'
 
-# %% ../nbs/api/12_tools.ipynb #fdc4112c
+# %% ../nbs/api/12_tools.ipynb #c91a4cda
 @patch
 def _entries(self:TokenCache) -> dict:
-    try: d = json.loads(self.path.read_text())
+    try:
+        if self.path.stat().st_mode & 0o077: os.chmod(self.path, 0o600)  # widened by hand: only its owner may read it
+        d = json.loads(self.path.read_text())
     except (OSError, ValueError, RecursionError): return {}
     return d if isinstance(d, dict) else {}
 
 @patch
-def _write(self:TokenCache, entries:dict):
-    "Write `entries` to a new file of mode 600, then move it over the old one"
+def _update(self:TokenCache, change):
+    "Apply `change` to the entries and write them to a new file of mode 600, moved over the old; one process at a time"
+    import tempfile
     self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = self.path.with_name(f'.{self.path.name}.{os.getpid()}.{threading.get_ident()}')
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w') as f: json.dump(entries, f)
-    os.replace(tmp, self.path)
+    with open(self.path.with_name(f'.{self.path.name}.lock'), 'a') as lock:
+        try: import fcntl; fcntl.flock(lock, fcntl.LOCK_EX)  # two runs of a tool at once must not lose each other's tokens
+        except ImportError: pass  # Windows: no lock
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f'.{self.path.name}.')  # new, mode 600, never a link
+        with os.fdopen(fd, 'w') as f: json.dump(change(self._entries()), f)
+        os.replace(tmp, self.path)
+
+def _cached(rec) -> bool:
+    "Is `rec` a well-formed cache entry?"
+    if not (isinstance(rec, dict) and isinstance(t := rec.get('token'), dict) and isinstance(rec.get('info'), dict)): return False
+    return isinstance(t.get('access_token'), str) and (t.get('expires_at') is None or _finite(t['expires_at'])) \
+        and (t.get('scope') is None or isinstance(t['scope'], str))
 
 @patch
 def load(self:TokenCache, key:str) -> tuple:
     "`(token, user info)` cached under `key`, or `(None, None)`"
     rec = self._entries().get(key)
-    ok = isinstance(rec, dict) and isinstance(rec.get('token'), dict) and isinstance(rec.get('info'), dict)
-    return (Token(rec['token']), UserInfo(rec['info'])) if ok else (None, None)
+    return (Token(rec['token']), UserInfo(rec['info'])) if _cached(rec) else (None, None)
 
 @patch
 def save(self:TokenCache, key:str, token:dict, info:dict):
     "Cache `token` and `info` under `key`"
-    self._write(self._entries() | {key: dict(token=dict(token), info=dict(info))})
+    self._update(lambda entries: entries | {key: dict(token=dict(token), info=dict(info))})
 
 @patch
 def clear(self:TokenCache, key:str|None=None):
     "Forget the entry `key`, or every entry"
-    self._write({} if key is None else {k: v for k, v in self._entries().items() if k != key})
+    self._update(lambda entries: {} if key is None else {k: v for k, v in entries.items() if k != key})
 
-# %% ../nbs/api/12_tools.ipynb #f3cb03c0
+# %% ../nbs/api/12_tools.ipynb #d921b054
 def _cache_key(cli:AppClient) -> str: return f"{getattr(cli, 'issuer', None) or cli.token_url} {cli.client_id}"
 
 @patch
@@ -230,14 +263,20 @@ async def cached_login_async(self:AppClient, cache:TokenCache|str,   # A `TokenC
     if tok is not None and tok.refresh_token:
         try:
             tok = _renewed(tok, await self.refresh_async(tok))
-            cache.save(key, tok, info)
+            _save_quietly(cache, key, tok, info)
             return tok, info
         except ProviderError as e:
             if e.error != 'invalid_grant': raise
     login = self.device_login_async if how == 'device' else self.loopback_login_async
     tok, info = await login(scope, **kwargs)
-    cache.save(key, tok, info)
+    if tok.get('scope') is None: tok['scope'] = ' '.join(_with_scope(scope, self.scope))  # the provider granted what was asked
+    _save_quietly(cache, key, tok, info)
     return tok, info
+
+def _save_quietly(cache:TokenCache, key:str, tok:Token, info:UserInfo):
+    "Cache a token; a cache that cannot be written costs the next run a login, not this one its token"
+    try: cache.save(key, tok, info)
+    except OSError as e: print(f"Could not save the token in {cache.path}: {e}", file=sys.stderr)
 
 @patch
 def cached_login(self:AppClient, cache, scope=None, how:str='device', **kwargs) -> tuple:
