@@ -676,6 +676,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'fasthtml_oauth.tools._cache_dir': ('api/tools.html#_cache_dir', 'fasthtml_oauth/tools.py'),
                                       'fasthtml_oauth.tools._cache_key': ('api/tools.html#_cache_key', 'fasthtml_oauth/tools.py'),
                                       'fasthtml_oauth.tools._cached': ('api/tools.html#_cached', 'fasthtml_oauth/tools.py'),
+                                      'fasthtml_oauth.tools._device_html': ('api/tools.html#_device_html', 'fasthtml_oauth/tools.py'),
                                       'fasthtml_oauth.tools._in_notebook': ('api/tools.html#_in_notebook', 'fasthtml_oauth/tools.py'),
                                       'fasthtml_oauth.tools._number': ('api/tools.html#_number', 'fasthtml_oauth/tools.py'),
                                       'fasthtml_oauth.tools._run_loop': ('api/tools.html#_run_loop', 'fasthtml_oauth/tools.py'),

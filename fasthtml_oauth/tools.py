@@ -46,20 +46,24 @@ def device_code(res) -> Fields:
     d.update(expires_in=_number(d.expires_in, 600, 1, 3600), interval=_number(d.interval, 5, 1, 60))
     return d
 
-# %% ../nbs/api/12_tools.ipynb #0e4635bd
+# %% ../nbs/api/12_tools.ipynb #250a6660
 def _in_notebook() -> bool:
     "Is this code running in a Jupyter kernel?"
     ip = sys.modules.get('IPython')
     shell = ip and getattr(ip, 'get_ipython', lambda: None)()
     return shell is not None and type(shell).__name__ == 'ZMQInteractiveShell'
 
+def _device_html(d:Fields) -> str:
+    "What Jupyter shows: the verification page as a link, and the code in large type"
+    url, code = html.escape(d.verification_uri_complete or d.verification_uri), html.escape(d.user_code)
+    return (f'<p>To log in, open <a href="{url}" target="_blank" rel="noopener">{url}</a> '
+            f'and enter the code <code style="font-size:1.4em">{code}</code></p>')
+
 def show_device(d:Fields, file=None):
     "Tell the user where to enter `d.user_code`: a link and the code in Jupyter, two lines on stderr elsewhere"
     if file is None and _in_notebook():
         from IPython.display import HTML, display
-        url, code = html.escape(d.verification_uri_complete or d.verification_uri), html.escape(d.user_code)
-        return display(HTML(f'<p>To log in, open <a href="{url}" target="_blank" rel="noopener">{url}</a> '
-                            f'and enter the code <code style="font-size:1.4em">{code}</code></p>'))
+        return display(HTML(_device_html(d)))
     print(f"To log in, open {d.verification_uri_complete or d.verification_uri}", file=file or sys.stderr)
     print(f"and enter the code {d.user_code}", file=file or sys.stderr, flush=True)
 
