@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Benchmarks of fasthtml_oauth side by side with fasthtml.oauth (python-fasthtml's incumbent) and, if installed, Authlib's
-Starlette client. One command: `python bench/run.py` (full, several minutes) or `python bench/run.py --quick` (under a
-minute). Writes bench/results/latest.json and latest.png; `--publish` also copies them to nbs/explains/. See bench/README.md."""
+"""Benchmarks of fasthtml_oauth side by side with fasthtml.oauth (python-fasthtml's own) and, if installed, Authlib's
+Starlette client. One command: `python bench/run.py` (full, about 20 minutes) or `python bench/run.py --quick` (about
+four minutes). Writes bench/results/latest.json and latest.png; `--publish` also copies them to nbs/explains/. See bench/README.md."""
 import argparse, importlib.util, json, os, platform, shutil, signal, socket, statistics, subprocess, sys, time, urllib.request
 from pathlib import Path
 
@@ -456,7 +456,7 @@ def versions() -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--quick', action='store_true', help='a small run that finishes in under a minute')
+    ap.add_argument('--quick', action='store_true', help='a small run: about four minutes')
     ap.add_argument('--publish', action='store_true', help='also copy the JSON and the plot to nbs/explains/')
     ap.add_argument('--no-authlib', action='store_true', help='leave Authlib out even if it is installed')
     ap.add_argument('--no-pin', action='store_true', help='do not pin the app to a CPU of its own')

@@ -18,7 +18,7 @@ def make_provider(issuer:str, redirects:list[str], latency:float):
     "The DevProvider at `issuer`, answering every request after `latency` seconds and approving every login at once"
     from fasthtml_oauth.devprovider import DevProvider
     dp = DevProvider(issuer=issuer, code_ttl=3600, auto_approve=USER)
-    dp.latency, dp.require_pkce = latency, False  # the incumbent sends no PKCE
+    dp.latency, dp.require_pkce = latency, False  # fasthtml.oauth sends no PKCE
     dp.register(CLIENT_ID, CLIENT_SECRET, redirects)
     return dp
 
@@ -81,7 +81,7 @@ def make_app(lib:str, kind:str, provider:str, slow:float=0.):
     elif lib == 'theirs':
         from fasthtml.oauth import OAuth, _AppClient
         class DevAppClient(_AppClient):
-            "The incumbent's client pointed at the DevProvider through its endpoint attributes (it has no id_token path: token + user info)"
+            "fasthtml.oauth's client pointed at the DevProvider through its endpoint attributes (it has no id_token path: token + user info)"
             base_url, token_url, info_url = ep['base_url'], ep['token_url'], ep['info_url']
         cli = DevAppClient(CLIENT_ID, CLIENT_SECRET, scope=SCOPES[kind])
         class BenchAuth(OAuth):
@@ -161,7 +161,7 @@ if __name__ == '__main__':
     p.add_argument('--profile', default=None, help='write a pyinstrument profile of the whole process to this file at exit')
     p.add_argument('--gc-freeze', action='store_true', help='call gc.freeze() once the app is built, as a latency-minded deployment might')
     a = p.parse_args()
-    os.environ.setdefault('OAUTHLIB_INSECURE_TRANSPORT', '1')  # the incumbent's oauthlib refuses http links otherwise (loopback only here)
+    os.environ.setdefault('OAUTHLIB_INSECURE_TRANSPORT', '1')  # fasthtml.oauth's oauthlib refuses http links otherwise (loopback only here)
     os.environ.setdefault('AUTHLIB_INSECURE_TRANSPORT', '1')
     if a.role == 'provider': provider_main(a.port, [u for u in a.redirects.split(',') if u], a.latency, a.api)
     else: app_main(a.lib, a.kind, a.port, a.provider, a.slow, a.profile, gc_freeze=a.gc_freeze)

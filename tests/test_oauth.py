@@ -5,7 +5,7 @@ from fasthtml_oauth import OAuth, OIDCAppClient
 from fasthtml_oauth.devprovider import DevProvider
 from conftest import free_port
 
-def seed_app(client):
+def page_app(client):
     # The code of FastHTML's OAuth page, as published but for the import line (and the P, A, Div imports it forgot)
     class Auth(OAuth):
         def get_auth(self, info, ident, session, state):
@@ -30,13 +30,13 @@ def seed_app(client):
 def servers(serve):
     pport, aport = free_port(), free_port()
     dp = DevProvider(issuer=f'http://127.0.0.1:{pport}')
-    dp.register('seed-app', 'seed-secret', [f'http://127.0.0.1:{aport}/redirect'])
+    dp.register('page-app', 'page-secret', [f'http://127.0.0.1:{aport}/redirect'])
     serve(dp, port=pport)
-    app = serve(seed_app(OIDCAppClient('seed-app', 'seed-secret', issuer=dp.issuer, timeout=3)), port=aport)
+    app = serve(page_app(OIDCAppClient('page-app', 'page-secret', issuer=dp.issuer, timeout=3)), port=aport)
     return dp, app
 
 def browse_login(app, email):
-    "A browser (cookie jar, manual redirects) logging in through the seed app and the provider's sign-in form"
+    "A browser (cookie jar, manual redirects) logging in through the app of FastHTML's OAuth page and the provider's sign-in form"
     b = httpx.Client(base_url=app.url, follow_redirects=False)
     assert b.get('/').headers['location'] == '/login'
     link = re.search(r'href="(/redirect/start[^"]+)"', b.get('/login').text)[1]
@@ -50,7 +50,7 @@ def browse_login(app, email):
     assert back.status_code == 303
     return b, b.get(back.headers['location'])
 
-def test_seed_example_logs_in_over_real_http(servers):
+def test_page_example_logs_in_over_real_http(servers):
     dp, app = servers
     b, res = browse_login(app, 'ada@answer.ai')
     assert (res.status_code, res.headers['location']) == (303, '/')
@@ -58,7 +58,7 @@ def test_seed_example_logs_in_over_real_http(servers):
     assert b.post('/logout').headers['location'] == '/login'
     assert b.get('/').headers['location'] == '/login'
 
-def test_seed_example_refuses_other_domains(servers):
+def test_page_example_refuses_other_domains(servers):
     dp, app = servers
     b, res = browse_login(app, 'eve@example.com')
     assert res.headers['location'] == '/login'
