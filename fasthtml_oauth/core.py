@@ -159,7 +159,7 @@ def _parse_token(text:str) -> dict:
     except (ValueError, TypeError, AttributeError, ArithmeticError, RecursionError):
         raise InvalidResponse("The token endpoint answered with an unreadable token") from None
 
-# %% ../nbs/api/00_core.ipynb #f5712815
+# %% ../nbs/api/00_core.ipynb #3b3d928a
 @classmethod
 def _token_parse(cls:Token, body:str|bytes, content_type:str='') -> Token:
     "The `Token` in a token endpoint's 200 answer, JSON or form-encoded"
@@ -168,6 +168,8 @@ def _token_parse(cls:Token, body:str|bytes, content_type:str='') -> Token:
     tok = cls(_parse_token(text))
     if isinstance(tok.get('scope'), list): tok['scope'] = ' '.join(map(str, tok['scope']))
     if tok.get('scope') is not None and not isinstance(tok['scope'], str): del tok['scope']
+    if not isinstance(tok.get('access_token'), str) or not tok['access_token']:
+        raise InvalidResponse("The token endpoint's access_token is not a string")
     return _sane_expiry(tok)
 
 def _sane_expiry(tok:Token) -> Token:

@@ -433,7 +433,7 @@ async def _start(self:OAuth, req, session):
     except Exception as e: return self._fail(session, e)
     return RedirectResponse(lr.url, status_code=303)
 
-# %% ../nbs/api/04_oauth.ipynb #bee302cc
+# %% ../nbs/api/04_oauth.ipynb #7267b286
 @patch
 def _fail(self:OAuth, session, err:Exception):
     "Send the browser to the error page with a safe message"
@@ -495,7 +495,7 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginReq
     if ident is None or ident == '': return await _run(self.redir_login, session)
     if isinstance(ident, bool) or not isinstance(ident, (str, int)) or len(str(ident)) > 255:
         raise InvalidResponse("The provider's identifier for this user is not a short string or number")
-    nxt, before = lr.next or session.get('oauth_next'), session.get('auth')
+    nxt, before, prev = lr.next or session.get('oauth_next'), session.get('auth'), self._instance(session)
     await self._end_previous(session)
     kept = {k: session[k] for k in (self.pending_logins.key, 'oauth_browser', 'oauth_consent') + self.keep if k in session}
     session.clear(); session.update(kept)
@@ -506,10 +506,11 @@ async def _login(self:OAuth, req, session, info:UserInfo, tok:Token, lr:LoginReq
         return await _run(self.redir_login, session)
     auth = session.get('auth') or (f'{self.ns}:{ident}' if self.ns else ident)
     req.scope['auth'], session['auth'], session['oauth_via'] = auth, auth, self.redir_path
-    if self.token_store is not None:
-        await self._keep_token(auth, tok, lr.scope)
-        if before is not None and before != auth: await self._forget_token(before, unless_logged_in=True)
-    if isinstance(c := session.get('oauth_consent'), dict): session['oauth_consent'] = dict(c, done=True)
+    if self.token_store is not None: await self._keep_token(auth, tok, lr.scope)
+    if before is not None and before != auth and prev.token_store is not None:  # the one before may have no login left
+        await prev._forget_token(before, unless_logged_in=True)
+    if isinstance(c := session.pop('oauth_consent', None), dict) and set(c.get('scope') or ()) <= set((lr.scope or '').split()):
+        session['oauth_consent'] = dict(c, done=True)  # this login asked for the consent's scopes: it answered it
     if self.login_sessions is not None:
         session['oauth_login'] = await self.login_sessions.start(auth, self.redir_path, info.get('iss') or getattr(self.cli, 'issuer', None),
                                                                  info.get('sub'), info.get('sid'), req.headers.get('user-agent'),
@@ -612,7 +613,7 @@ async def _backchannel(self:OAuth, req, session):
         for auth in {json.dumps(a, sort_keys=True): a for a in ended}.values(): await self._forget_token(auth, unless_logged_in=True)
     return Response(status_code=200, headers={'Cache-Control': 'no-store'})
 
-# %% ../nbs/api/04_oauth.ipynb #080801ef
+# %% ../nbs/api/04_oauth.ipynb #7a86bf4d
 def _catch_login_required(app, oauth):
     "Answer a page whose provider call needs a new login (`LoginRequired`) or more consent (`ScopeRequired`)"
     async def relogin(req, exc):
@@ -634,9 +635,8 @@ def _catch_login_required(app, oauth):
         "A page whose call to the provider failed otherwise (down, slow, a bad answer): a 503 saying so, not a 500"
         return Response(f"The login provider could not be used just now ({exc}); please try again in a moment.", 503,
                         media_type='text/plain', headers={'Retry-After': '30'})
-    if LoginRequired not in app.exception_handlers:
-        app.add_exception_handler(LoginRequired, relogin); app.add_exception_handler(ScopeRequired, consent)
-        app.add_exception_handler(OAuthError, unavailable)
+    for exc, handler in ((LoginRequired, relogin), (ScopeRequired, consent), (OAuthError, unavailable)):
+        if exc not in app.exception_handlers: app.add_exception_handler(exc, handler)  # the app's own handlers stay
 
 @patch
 def _provider(self:OAuth) -> str:

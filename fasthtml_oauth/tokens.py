@@ -87,7 +87,7 @@ async def delete(self:TokenStore, provider:str, auth) -> bool:
     "Forget the token of `auth` at `provider`; whether there was one"
     return await self.store.delete(self.kind, [_owner(provider, json.loads(json.dumps(auth)))]) > 0
 
-# %% ../nbs/api/10_tokens.ipynb #ff9adf04
+# %% ../nbs/api/10_tokens.ipynb #85353db8
 _refusal_gap = 60  # seconds after a refusal's refresh in which another refusal does not refresh again
 
 def _expiring(t:Token) -> bool:
@@ -150,9 +150,9 @@ async def _refresh(self:OAuth, auth, tok:Token, refused:bool=False) -> Token:
         raise LoginRequired("The provider refused to refresh this user's token: log in again") from None
     new = _renewed(tok, new)
     if refused: new['refused_at'] = time.time()
-    if (now := await ts.load(prov, auth)) is not None and now.refresh_token == tok.refresh_token:
-        if await ts.save(prov, auth, new, when='present'): return new
-    if now is not None: return now  # a login saved a newer token meanwhile: that one stands
+    now = await ts.load(prov, auth)
+    if now is not None and now.access_token == tok.access_token and await ts.save(prov, auth, new, when='present'): return new
+    if (now := await ts.load(prov, auth)) is not None: return now  # a login saved a newer token meanwhile: it stands
     await self._revoke_quietly(new)  # the user logged out meanwhile: this token must not outlive the logout
     raise LoginRequired("This user logged out while their token was being refreshed")
 
@@ -185,7 +185,7 @@ def _blocking(f, *args):
     except RuntimeError: return asyncio.run(f(*args))
     raise RuntimeError("api_sync would block the event loop here: use `oauth.api` in async code")
 
-# %% ../nbs/api/10_tokens.ipynb #5606cf8f
+# %% ../nbs/api/10_tokens.ipynb #852cea7b
 @cache
 def _user_auth():
     "The httpx auth class of `api`, made on first use (httpx is imported only when needed)"
@@ -222,7 +222,7 @@ def _user_auth():
 def _api_kw(self:OAuth, auth, base_url:str, kw:dict) -> dict:
     "The `httpx` client arguments of `api` and `api_sync`: the user's auth, and the process's TLS context (made once)"
     self._tokens()
-    if 'transport' not in kw: kw.setdefault('verify', ssl_context())
+    if not kw.keys() & {'transport', 'verify', 'cert'}: kw['verify'] = ssl_context()  # shared: never given a client cert
     return dict(kw, auth=_user_auth()(self, auth, check_url(base_url, 'API')), base_url=base_url)
 
 @patch

@@ -87,7 +87,7 @@ def device_login_flow(self:AppClient, scope:str|list|None=None, show=show_device
         return tok, (yield from self.user_flow(tok, None))
 twins(AppClient, 'device_login_flow', 'device_login')
 
-# %% ../nbs/api/12_tools.ipynb #587eb52c
+# %% ../nbs/api/12_tools.ipynb #36180f1b
 _page = ('<!doctype html><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
          '<title>{0}</title><body style="font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem">'
          '<h1>{0}</h1><p>{1}</p>')
@@ -110,7 +110,9 @@ class _Callback:
         for task, writer in list(self.conns.items()): writer.close(); task.cancel()
 
     async def __call__(self, reader, writer):
-        if self.state is None or len(self.conns) >= 16: return writer.close()  # not ready yet, or too many at once
+        if self.state is None: return writer.close()  # not ready: the login's state is not known yet
+        if len(self.conns) >= 16:  # too many at once: the oldest goes, so idle connections cannot shut the browser out
+            task, old = next(iter(self.conns.items())); old.close(); task.cancel()
         self.conns[asyncio.current_task()] = writer
         try:
             head = await asyncio.wait_for(reader.readuntil(b'\r\n\r\n'), 10)
@@ -207,7 +209,7 @@ class TokenCache:
 
     def __repr__(self): return f'TokenCache({str(self.path)!r})'
 
-# %% ../nbs/api/12_tools.ipynb #c91a4cda
+# %% ../nbs/api/12_tools.ipynb #d12b3fb6
 @patch
 def _entries(self:TokenCache) -> dict:
     try:
@@ -217,16 +219,33 @@ def _entries(self:TokenCache) -> dict:
     return d if isinstance(d, dict) else {}
 
 @patch
-def _update(self:TokenCache, change):
-    "Apply `change` to the entries and write them to a new file of mode 600, moved over the old; one process at a time"
-    import tempfile
+def _lock_file(self:TokenCache):
+    "The cache's lock file, opened (never through a symbolic link)"
     self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with open(self.path.with_name(f'.{self.path.name}.lock'), 'a') as lock:
-        try: import fcntl; fcntl.flock(lock, fcntl.LOCK_EX)  # two runs of a tool at once must not lose each other's tokens
-        except ImportError: pass  # Windows: no lock
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0)
+    return open(os.open(self.path.with_name(f'.{self.path.name}.lock'), flags, 0o600), 'w')
+
+def _locked(f) -> bool:
+    "Take the lock of the open lock file `f` if no other run holds it (always, where there are no file locks)"
+    try: import fcntl
+    except ImportError: return True  # Windows
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); return True
+    except BlockingIOError: return False
+
+@patch
+def _update(self:TokenCache, change, held:bool=False):
+    "Apply `change` to the entries, written to a new file of mode 600 moved over the old; one run at a time"
+    import tempfile
+    with self._lock_file() as lock:
+        for _ in range(300):  # 30 s at most: a run stopped while holding the lock must not hang this one for ever
+            if held or _locked(lock): break
+            time.sleep(0.1)
+        else: raise OAuthError(f"Another run of this tool has held {lock.name} for 30 s")
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f'.{self.path.name}.')  # new, mode 600, never a link
-        with os.fdopen(fd, 'w') as f: json.dump(change(self._entries()), f)
-        os.replace(tmp, self.path)
+        try:
+            with os.fdopen(fd, 'w') as f: json.dump(change(self._entries()), f)
+            os.replace(tmp, self.path)
+        except BaseException: Path(tmp).unlink(missing_ok=True); raise
 
 def _cached(rec) -> bool:
     "Is `rec` a well-formed cache entry?"
@@ -241,16 +260,16 @@ def load(self:TokenCache, key:str) -> tuple:
     return (Token(rec['token']), UserInfo(rec['info'])) if _cached(rec) else (None, None)
 
 @patch
-def save(self:TokenCache, key:str, token:dict, info:dict):
-    "Cache `token` and `info` under `key`"
-    self._update(lambda entries: entries | {key: dict(token=dict(token), info=dict(info))})
+def save(self:TokenCache, key:str, token:dict, info:dict, held:bool=False):
+    "Cache `token` and `info` under `key` (`held`: the caller holds the cache's lock)"
+    self._update(lambda entries: entries | {key: dict(token=dict(token), info=dict(info))}, held)
 
 @patch
 def clear(self:TokenCache, key:str|None=None):
     "Forget the entry `key`, or every entry"
     self._update(lambda entries: {} if key is None else {k: v for k, v in entries.items() if k != key})
 
-# %% ../nbs/api/12_tools.ipynb #d921b054
+# %% ../nbs/api/12_tools.ipynb #70272cc8
 def _cache_key(cli:AppClient) -> str: return f"{getattr(cli, 'issuer', None) or cli.token_url} {cli.client_id}"
 
 @patch
@@ -265,22 +284,28 @@ async def cached_login_async(self:AppClient, cache:TokenCache|str,   # A `TokenC
     if tok is not None and not _scope_set(scope) <= _scope_set(tok.get('scope') or self.scope): tok = None
     if tok is not None and not _expiring(tok): return tok, info
     if tok is not None and tok.refresh_token:
-        try:
-            tok = _renewed(tok, await self.refresh_async(tok))
-            _save_quietly(cache, key, tok, info)
-            return tok, info
-        except ProviderError as e:
-            if e.error != 'invalid_grant': raise
+        with cache._lock_file() as lock:  # one run refreshes; another that waits here finds its new token
+            for _ in range(300):
+                if _locked(lock): break
+                await asyncio.sleep(0.1)
+            now, _ = cache.load(key)
+            if now is not None and now.access_token != tok.access_token and not _expiring(now): return now, info
+            try:
+                tok = _renewed(tok, await self.refresh_async(tok))
+                _save_quietly(cache, key, tok, info, held=True)
+                return tok, info
+            except ProviderError as e:
+                if e.error != 'invalid_grant': raise
     login = self.device_login_async if how == 'device' else self.loopback_login_async
     tok, info = await login(scope, **kwargs)
     if tok.get('scope') is None: tok['scope'] = ' '.join(_with_scope(scope, self.scope))  # the provider granted what was asked
     _save_quietly(cache, key, tok, info)
     return tok, info
 
-def _save_quietly(cache:TokenCache, key:str, tok:Token, info:UserInfo):
+def _save_quietly(cache:TokenCache, key:str, tok:Token, info:UserInfo, held:bool=False):
     "Cache a token; a cache that cannot be written costs the next run a login, not this one its token"
-    try: cache.save(key, tok, info)
-    except OSError as e: print(f"Could not save the token in {cache.path}: {e}", file=sys.stderr)
+    try: cache.save(key, tok, info, held)
+    except (OSError, OAuthError) as e: print(f"Could not save the token in {cache.path}: {e}", file=sys.stderr)
 
 @patch
 def cached_login(self:AppClient, cache, scope=None, how:str='device', **kwargs) -> tuple:
