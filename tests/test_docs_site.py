@@ -311,19 +311,19 @@ def test_search(built, site):
             page = browser.new_page(viewport=viewports['desktop'])
             page.goto(site + 'explains/oauth.html', wait_until='load')
             found = {}
-            for word in ('DevProvider', 'nonce', 'redir_url'):
+            for word in ('DevTransport', 'nonce', 'redir_url'):
                 page.fill('.pagefind-ui__search-input', word)
                 # "N results for <word>" once the search is done; the results' links fill in after it
                 page.wait_for_function('''w => /^\\d+ results? for/.test(document.querySelector('.pagefind-ui__message')?.innerText)
                     && document.querySelector('.pagefind-ui__message').innerText.includes(w)
                     && document.querySelector('.pagefind-ui__result-link')''', arg=word, timeout=15_000)
                 found[word] = page.eval_on_selector_all('.pagefind-ui__result-link', 'els => els.map(a => a.href)')
-                if word == 'DevProvider': page.screenshot(path=shots/'search.png')
+                if word == 'DevTransport': page.screenshot(path=shots/'search.png')
             pages = {site + p for p in expected_pages()}
             on = lambda word, path: any(urldefrag(u)[0] == site + path for u in found[word])
             assert all(found.values()), f'no results for {[w for w, us in found.items() if not us]}'
             assert not (outside := [u for us in found.values() for u in us if urldefrag(u)[0] not in pages]), f'results outside the site: {outside}'
-            assert on('DevProvider', 'api/devprovider.html'), found
+            assert on('DevTransport', 'api/devprovider.html'), found
             assert on('redir_url', 'api/core.html') or on('redir_url', 'api/oauth.html'), found
             page.click('.pagefind-ui__result-link')
             page.wait_for_load_state('load')
