@@ -87,7 +87,7 @@ async def delete(self:TokenStore, provider:str, auth) -> bool:
     "Forget the token of `auth` at `provider`; whether there was one"
     return await self.store.delete(self.kind, [_owner(provider, json.loads(json.dumps(auth)))]) > 0
 
-# %% ../nbs/api/10_tokens.ipynb #85353db8
+# %% ../nbs/api/10_tokens.ipynb #78c0bdff
 _refusal_gap = 60  # seconds after a refusal's refresh in which another refusal does not refresh again
 
 def _expiring(t:Token) -> bool:
@@ -146,7 +146,7 @@ async def _refresh(self:OAuth, auth, tok:Token, refused:bool=False) -> Token:
     try: new = await self.cli.refresh_async(tok)
     except ProviderError as e:
         if e.error != 'invalid_grant': raise
-        if (now := await ts.load(prov, auth)) is not None and now.refresh_token == tok.refresh_token: await ts.delete(prov, auth)
+        if (now := await ts.load(prov, auth)) is not None and now.access_token == tok.access_token: await ts.delete(prov, auth)
         raise LoginRequired("The provider refused to refresh this user's token: log in again") from None
     new = _renewed(tok, new)
     if refused: new['refused_at'] = time.time()
