@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['log', 'AppClient', 'form_body', 'ssl_context', 'twins']
 
-# %% ../nbs/api/01_client.ipynb #0e0fb95a
-import asyncio, base64, contextlib, inspect, linecache, logging, os, re, secrets, sys, threading, time, weakref
+# %% ../nbs/api/01_client.ipynb #c9374e73
+import asyncio, base64, contextlib, inspect, linecache, logging, os, re, secrets, select, sys, threading, time, weakref
 from contextvars import ContextVar
 from functools import cache, update_wrapper
 from urllib.parse import quote, urlencode, urlsplit, parse_qsl
@@ -19,13 +19,13 @@ from . import __version__
 from .core import *
 from .core import _json_object
 
-# %% ../nbs/api/01_client.ipynb #71d05722
+# %% ../nbs/api/01_client.ipynb #7fd1b03b
 _config = ('base_url', 'token_url', 'info_url', 'revoke_url', 'device_url', 'id_key', 'token_auth')
 
 class AppClient:
     "An OAuth 2 provider's configuration and connections; holds nothing about any user"
     base_url = token_url = info_url = revoke_url = device_url = None
-    id_key, scope, token_auth, max_body, pools_per_loop = 'sub', None, 'client_secret_post', 1 << 20, 32
+    id_key, scope, token_auth, max_body, idle_transports = 'sub', None, 'client_secret_post', 1 << 20, 100
 
     def __init__(self, client_id:str, client_secret:str,
                  code=None,                 # Ignored; accepted for compatibility
@@ -40,7 +40,7 @@ class AppClient:
         store_attr('client_id,client_secret,transport,timeout')
         if scope is not None: self.scope = scope
         for k,v in kwargs.items(): setattr(self, k, v)
-        self._pools, self._sync, self._lock, self._next, self._env = {}, None, threading.Lock(), 0, None
+        self._pools, self._sync, self._lock, self._env, self._urls = {}, None, threading.Lock(), None, {}
         self._token = ContextVar(f'fasthtml_oauth_token_{id(self)}', default=None)
 
     def __repr__(self): return f"{type(self).__name__}(client_id={self.client_id!r})"
@@ -65,7 +65,7 @@ def _unset_names(f) -> list:
     src = ''.join(linecache.getlines(f.f_code.co_filename)[pos.lineno-1:(pos.end_lineno or pos.lineno)])
     return [a or b for a, b in _re_env.findall(src) if not os.environ.get(a or b)]
 
-# %% ../nbs/api/01_client.ipynb #4bcf96ba
+# %% ../nbs/api/01_client.ipynb #d9f306ab
 log = logging.getLogger('fasthtml_oauth')
 _headers = {'User-Agent': f'fasthtml-oauth/{__version__}', 'Accept': 'application/json', 'Accept-Encoding': 'identity'}
 
@@ -76,8 +76,16 @@ def request(self:AppClient, method:str, url:str|None,
     "An `httpx.Request` to `url`, with the library's headers and the client's timeouts"
     import httpx  # on first use: it is a large share of import time, and importing login code need not pay it
     t = dict(connect=min(self.timeout, 5.), read=self.timeout, write=self.timeout, pool=self.timeout)
-    hdrs = _headers | (headers or {})
-    return httpx.Request(method, check_url(url, what), headers=hdrs, extensions=dict(timeout=t), **kw)
+    return httpx.Request(method, self._url(url, what), headers=_headers | (headers or {}), extensions=dict(timeout=t), **kw)
+
+@patch
+def _url(self:AppClient, url:str|None, what:str) -> 'httpx.URL':
+    "`url` checked by `check_url` and parsed, once per URL (a client keeps at most 64)"
+    if (u := self._urls.get(url)) is None:
+        import httpx
+        if len(self._urls) >= 64: self._urls.clear()
+        u = self._urls[url] = httpx.URL(check_url(url, what))
+    return u
 
 # %% ../nbs/api/01_client.ipynb #ec666dc8
 def form_body(**fields) -> str:
@@ -170,27 +178,33 @@ def _done(res, cap:int):
         log.debug("%s %s -> HTTP %s", res.request.method, res.request.url.copy_with(query=None), res.status_code)
     return res
 
-# %% ../nbs/api/01_client.ipynb #13da9544
+# %% ../nbs/api/01_client.ipynb #9bd15a78
 @contextlib.contextmanager
 def _errors(req):
-    "Turn timeouts and httpx's errors while sending `req` into `ProviderTimeout`, `InvalidResponse` or `NetworkError`"
-    import httpx
+    "Turn timeouts and httpx's (and httpcore's) errors while sending `req` into `ProviderTimeout`, `InvalidResponse` or `NetworkError`"
+    import httpx, httpcore
     host = req.url.netloc.decode()
     try: yield
-    except (TimeoutError, httpx.TimeoutException):
+    except (TimeoutError, httpx.TimeoutException, httpcore.TimeoutException):
         raise ProviderTimeout(f"The provider at {host} did not answer in time") from None
     except httpx.DecodingError: raise InvalidResponse(f"The provider at {host} sent an unreadable answer") from None
-    except httpx.HTTPError: raise NetworkError(f"Could not reach the provider at {host}") from None
+    except (httpx.HTTPError, httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol, httpcore.ProxyError,
+            httpcore.ConnectionNotAvailable):
+        raise NetworkError(f"Could not reach the provider at {host}") from None
 
-# %% ../nbs/api/01_client.ipynb #a564e9f2
+# %% ../nbs/api/01_client.ipynb #ac32ef01
 @patch
 async def _afetch(self:AppClient, req) -> 'httpx.Response':
     "Send `req` without blocking the event loop and read its answer, within the deadline and `max_body`"
     with _errors(req):
         async with asyncio.timeout(self.timeout):
-            res = await self._atransport(req.url).handle_async_request(req)
-            try: await _prepared(res, req, self.max_body).aread()
-            finally: await res.aclose()
+            t = self._atransport(req.url)
+            try:
+                res = await t.handle_async_request(req)
+                try: await _prepared(res, req, self.max_body).aread()
+                finally: await res.aclose()
+            finally:
+                if isinstance(t, _network()): await t.home.give_back(t, self.idle_transports)
         return _done(res, self.max_body)
 
 # %% ../nbs/api/01_client.ipynb #c00f9a81
@@ -223,32 +237,125 @@ def _proxy(self:AppClient, url) -> str|None:
     proxy = self._env.get(url.scheme) or self._env.get('all')
     return None if not proxy or proxy_bypass_environment(url.host, self._env) else proxy
 
-# %% ../nbs/api/01_client.ipynb #499adbdb
+# %% ../nbs/api/01_client.ipynb #7a0dbf32
+def _readable(sock) -> bool:
+    "Has the server sent something on this idle connection (most often: closed it)? Then it cannot be used again"
+    if sock is None or sock.fileno() < 0: return True
+    if not hasattr(select, 'poll'): return bool(select.select([sock], [], [], 0)[0])  # Windows
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    return bool(p.poll(0))
+
+@cache
+def _network():
+    "The class of transports a call borrows from its client, and what it is made of (built when httpx is first imported)"
+    import httpx, httpcore, anyio, anyio.abc, anyio.streams.tls
+    broken = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+    class Stream(httpcore.AsyncNetworkStream):
+        "One connection, as httpcore reads and writes it"
+        def __init__(self, stream, sock): self.stream, self.sock = stream, sock
+        async def read(self, max_bytes:int, timeout=None) -> bytes:
+            try: return await self.stream.receive(max_bytes)
+            except anyio.EndOfStream: return b''
+            except broken as e: raise httpcore.ReadError(str(e)) from None
+        async def write(self, buffer:bytes, timeout=None):
+            if not buffer: return
+            try: await self.stream.send(buffer)
+            except broken as e: raise httpcore.WriteError(str(e)) from None
+        async def aclose(self): await self.stream.aclose()
+        async def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+            try:
+                with anyio.fail_after(timeout):
+                    tls = await anyio.streams.tls.TLSStream.wrap(self.stream, ssl_context=ssl_context, hostname=server_hostname,
+                                                                 standard_compatible=False)
+            except TimeoutError: await self.aclose(); raise httpcore.ConnectTimeout("TLS handshake timed out") from None
+            except (anyio.EndOfStream, *broken) as e: await self.aclose(); raise httpcore.ConnectError(str(e)) from None
+            return Stream(tls, self.sock)
+        def get_extra_info(self, info:str):
+            if info == 'is_readable': return _readable(self.sock)
+            if info == 'socket': return self.sock
+            attr = dict(ssl_object=anyio.streams.tls.TLSAttribute.ssl_object, client_addr=anyio.abc.SocketAttribute.local_address,
+                        server_addr=anyio.abc.SocketAttribute.remote_address).get(info)
+            return attr and self.stream.extra(attr, None)
+
+    class Backend(httpcore.AsyncNetworkBackend):
+        "Connections opened by anyio, as httpcore's own backend opens them"
+        async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+            try:
+                with anyio.fail_after(timeout): s = await anyio.connect_tcp(host, port, local_host=local_address)
+            except TimeoutError: raise httpcore.ConnectTimeout(f"Connecting to {host} timed out") from None
+            except broken as e: raise httpcore.ConnectError(str(e)) from None
+            sock = s.extra(anyio.abc.SocketAttribute.raw_socket)
+            for opt in socket_options or (): sock.setsockopt(*opt)
+            return Stream(s, sock)
+        async def sleep(self, seconds): await anyio.sleep(seconds)
+
+    class Body(httpx.AsyncByteStream):
+        "httpcore's answer body, as httpx reads it"
+        def __init__(self, body): self.body = body
+        async def __aiter__(self):
+            async for chunk in self.body: yield chunk
+        async def aclose(self): await self.body.aclose()
+
+    class Borrowed(httpx.AsyncBaseTransport):
+        "A connection per provider host, for one call at a time (see `_Transports`)"
+        def __init__(self, home): self.home, self.conns, self.backend = home, {}, Backend()
+        async def handle_async_request(self, req):
+            u = req.url
+            url = httpcore.URL(scheme=u.raw_scheme, host=u.raw_host, port=u.port, target=u.raw_path)
+            o = url.origin
+            conn = self.conns.get(key := (o.scheme, o.host, o.port))
+            if conn is not None and (conn.is_closed() or conn.has_expired()): await conn.aclose(); conn = None
+            if conn is None:
+                conn = self.conns[key] = httpcore.AsyncHTTPConnection(o, ssl_context=ssl_context(), keepalive_expiry=5.,
+                                                                      network_backend=self.backend)
+            res = await conn.handle_async_request(
+                httpcore.Request(req.method, url, headers=req.headers.raw, content=req.stream, extensions=req.extensions))
+            return httpx.Response(res.status, headers=res.headers, stream=Body(res.stream), extensions=res.extensions)
+        async def aclose(self):
+            conns, self.conns = list(self.conns.values()), {}
+            for c in conns: await c.aclose()
+    return Borrowed
+
+# %% ../nbs/api/01_client.ipynb #4cc551af
+class _Transports:
+    "A client's transports on one event loop: idle ones for calls to borrow, newest first, and one per proxy"
+    def __init__(self, loop): self.loop, self.idle, self.proxied, self.closed = weakref.ref(loop), [], {}, False
+    def borrow(self): return self.idle.pop() if self.idle else _network()(self)
+
+    async def give_back(self, t, keep:int):
+        "Take `t` back from its call; close it instead if `keep` are idle already, or if these transports were closed"
+        if self.closed or len(self.idle) >= keep: await t.aclose()
+        else: self.idle.append(t)
+
+    async def aclose(self):
+        self.closed = True
+        for t in self.idle + list(self.proxied.values()): await t.aclose()
+        self.idle.clear()
+
+# %% ../nbs/api/01_client.ipynb #acb9cbe5
 @patch
 def _atransport(self:AppClient, url) -> 'httpx.AsyncBaseTransport':
-    "The transport for `url` on the running loop: the client's own, a proxy's, or the next of its pools"
-    import httpx
+    "The transport for `url` on the running loop: the client's own, a proxy's, or one borrowed for this call"
     if self.transport is not None: return self.transport
     loop = asyncio.get_running_loop()
-    ref, pools, proxied = self._pools.get(id(loop), (None, None, None))
-    if ref is None or ref() is not loop:
+    if (ts := self._pools.get(id(loop))) is None or ts.loop() is not loop:
         with self._lock:  # threads that each run their own loop may get here at once
-            for k, (r, *_) in list(self._pools.items()):
-                if (l := r()) is None or l.is_closed(): self._pools.pop(k, None)  # pools of closed loops
-            pools, proxied = [httpx.AsyncHTTPTransport(verify=ssl_context()) for _ in range(self.pools_per_loop)], {}
-            self._pools[id(loop)] = (weakref.ref(loop), pools, proxied)
+            for k, v in list(self._pools.items()):
+                if (l := v.loop()) is None or l.is_closed(): self._pools.pop(k, None)  # transports of closed loops
+            ts = self._pools[id(loop)] = _Transports(loop)
     if proxy := self._proxy(url):
-        if proxy not in proxied: proxied[proxy] = httpx.AsyncHTTPTransport(verify=ssl_context(), proxy=proxy)
-        return proxied[proxy]
-    self._next = (self._next + 1) % len(pools)
-    return pools[self._next]
+        import httpx
+        if proxy not in ts.proxied: ts.proxied[proxy] = httpx.AsyncHTTPTransport(verify=ssl_context(), proxy=proxy)
+        return ts.proxied[proxy]
+    return ts.borrow()
 
-# %% ../nbs/api/01_client.ipynb #c0be922d
+# %% ../nbs/api/01_client.ipynb #9f1deae7
 @patch
 async def _close_here(self:AppClient):
-    "Close the connections this client opened on the running loop"
-    ref, direct, proxied = self._pools.pop(id(asyncio.get_running_loop()), (None, [], {}))
-    for t in direct + list(proxied.values()): await t.aclose()
+    "Close the connections this client opened on the running loop (a call still out closes its own when it ends)"
+    if ts := self._pools.pop(id(asyncio.get_running_loop()), None): await ts.aclose()
 
 @patch
 async def aclose(self:AppClient):

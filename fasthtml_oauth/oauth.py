@@ -5,13 +5,14 @@
 # %% auto #0
 __all__ = ['safe_next', 'OAuth', 'hook_pool', 'Gate', 'SessionLogins']
 
-# %% ../nbs/api/04_oauth.ipynb #e04f4b78
+# %% ../nbs/api/04_oauth.ipynb #00da304c
 import asyncio, base64, contextvars, hashlib, hmac, inspect, json, re, secrets, time
 from pathlib import Path, PurePosixPath
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
 from urllib.parse import unquote, urlsplit, parse_qsl
 import itsdangerous
+from itsdangerous.encoding import base64_encode, base64_decode
 from starlette.responses import HTMLResponse, RedirectResponse, Response, JSONResponse
 from starlette.middleware import Middleware
 from starlette.requests import Request, HTTPConnection
@@ -34,7 +35,7 @@ def safe_next(path:str|None) -> str|None:
         if urlsplit(p).netloc or urlsplit(p).scheme: return None
     return path
 
-# %% ../nbs/api/04_oauth.ipynb #4862f29c
+# %% ../nbs/api/04_oauth.ipynb #87585532
 class OAuth:
     "Login through `cli` for FastHTML `app`: login-start, callback and logout routes, and a gate before every other path"
     def __init__(self, app, cli,
@@ -73,7 +74,7 @@ class OAuth:
         self._logout_options(provider_logout, backchannel_path)
         self.token_store = _token_store(keep_tokens, self.login_sessions, app)
         if self.token_store is not None: _catch_login_required(app, self)
-        self.signer = itsdangerous.URLSafeTimedSerializer(app.secret_key, salt='fasthtml-oauth-login-link' + redir_path)
+        self.signer = _LinkSigner(app.secret_key, salt='fasthtml-oauth-login-link' + redir_path)
         self._token_param = 'token' in inspect.signature(self.get_auth).parameters
         self._route(redir_path, self._callback, ['POST' if redir_method == 'post' else 'GET'])
         self._route(self.start_path, self._start, ['GET'])
@@ -342,8 +343,17 @@ async def _check(self:OAuth, scope, receive) -> Response|None:
     if scope['auth'] == session.get('auth') and (res := await self._ended(scope, receive, session)): return res
     return await self._invalid(scope, receive, session, scope['auth'])
 
-# %% ../nbs/api/04_oauth.ipynb #40b84ef6
+# %% ../nbs/api/04_oauth.ipynb #d64a1b6b
 _max_payload, _max_cookie = 1000, 3800  # browsers drop cookies over 4 KB, name and attributes included
+
+class _LinkSigner:
+    "Login-link options as compact JSON in base64, signed and timed by itsdangerous's `TimestampSigner` (HMAC-SHA256)"
+    def __init__(self, key, salt:str): self.signer = itsdangerous.TimestampSigner(key, salt=salt, digest_method=hashlib.sha256)
+    def dumps(self, opts:dict) -> str:
+        return self.signer.sign(base64_encode(json.dumps(opts, separators=(',', ':')))).decode()
+    def loads(self, link:str, max_age:int|None=None) -> dict:
+        "The options signed into `link`, or `itsdangerous.BadData` if it was altered or is older than `max_age` seconds"
+        return json.loads(base64_decode(self.signer.unsign(link, max_age=max_age)))
 
 def _cookie_size(session:dict) -> int:
     "Bytes of the session cookie Starlette writes for `session`: base64 of its JSON, plus the signature"

@@ -11,13 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from fastcore.basics import patch
 
-# %% ../nbs/api/09_sessions.ipynb #1de0d89c
+# %% ../nbs/api/09_sessions.ipynb #2c9cb4ea
 class SQLiteStore:
     "Records in SQLite through fastlite: a file shared by an app's processes, or `':memory:'`"
     def __init__(self, path:str='oauth_logins.db'):  # The database file (created if missing)
         from fastlite import database  # here, not at import: apps that import `fasthtml.common` have it loaded already
-        self.path, self.lock = path, threading.Lock()
-        self.writer = ThreadPoolExecutor(1, thread_name_prefix='oauth-store')  # commits, off the event loop
+        from apsw import BusyError     # fastlite's driver
+        self.path, self.lock, self._busy = path, threading.RLock(), BusyError
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix='oauth-store')  # writes that must wait for another process
         self.db = database(path)
         self.db.conn.setbusytimeout(5000)  # other processes on the file (uvicorn's workers) may hold it for a moment
         if path != ':memory:': self.db.execute('pragma journal_mode=wal')  # readers never wait for a writer
@@ -31,7 +32,7 @@ class SQLiteStore:
 
     def __repr__(self): return f'SQLiteStore({self.path!r})'
 
-# %% ../nbs/api/09_sessions.ipynb #430097e9
+# %% ../nbs/api/09_sessions.ipynb #ab823bed
 def _ttl(ttl) -> float:
     "`ttl` as a number of seconds a store can keep: not NaN, at most ten years"
     return 0. if ttl != ttl else max(-1., min(float(ttl), 3.2e8))
@@ -50,7 +51,14 @@ def _tx(self:SQLiteStore):
 
 @patch
 async def _write(self:SQLiteStore, f, *args):
-    "Run the write `f(*args)` in the store's own thread: a commit takes a few hundred microseconds the event loop need not wait for"
+    "Run the write `f(*args)` at once if no one else is writing, else in the store's own thread, which waits its turn"
+    if self.lock.acquire(blocking=False):
+        try:
+            self.db.conn.setbusytimeout(0)  # another process's write fails this one at once, rather than waiting here
+            try: return f(*args)
+            except self._busy: pass         # nothing was written (`_tx` rolled back): wait for the other writer below
+            finally: self.db.conn.setbusytimeout(5000)
+        finally: self.lock.release()
     return await asyncio.get_running_loop().run_in_executor(self.writer, f, *args)
 
 @patch
