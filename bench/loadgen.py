@@ -14,7 +14,11 @@ Commands (`op`):
 - `whole`: `n` whole logins as a browser makes them, `conc` at a time, all timed: the login page, the app's start route
   (where there is one), the provider, the callback, then the home page. Answers the wall time and how many requests
   each login sent to the app.
-- `pages`: a logged-in user requests `path` `n` times, `conc` at a time (for the CPU of plain page requests)."""
+- `pages`: a logged-in user requests `path` `n` times, `conc` at a time (for the CPU of plain page requests).
+- `steps_begin` / `step`: whole logins one step at a time, so the harness can measure the app's CPU per step: `steps_begin`
+  makes `n` new browsers at the login page; each `step` has every browser not yet home GET its next URL, `conc` at a
+  time, and follow no redirect. Answers which paths it requested (the app's, or `provider`), how many browsers are done
+  (home, or failed) and how many failed."""
 import asyncio, json, sys, time
 from urllib.parse import urlsplit, urljoin
 from rawhttp import Pool, Browser
@@ -172,7 +176,29 @@ async def op_pages(app, path, n, conc):
     bad = [repr(r) for r in res if isinstance(r, Exception)]
     return dict(ok=n - len(bad), fail=len(bad), errors=bad[:3], wall=time.perf_counter() - t0)
 
-ops = dict(whole=op_whole, pages=op_pages, prepare=op_prepare, fire=op_fire, logins=op_logins, rps=op_rps, probe_start=op_probe_start, probe_stop=op_probe_stop, burst=op_burst)
+stepping = {}
+
+async def op_steps_begin(app, n):
+    "`n` new browsers, each about to GET the login page"
+    stepping.update(app=app, host=urlsplit(app).netloc, users=[[Browser(pool), app + '/login'] for _ in range(n)], failed=0)
+    return dict(n=n)
+
+async def op_step(conc):
+    "Every browser still on its way GETs its next URL: the login link, a redirect's location, or the home page after the callback"
+    app, host, going = stepping['app'], stepping['host'], [u for u in stepping['users'] if u[1]]
+    async def one(u):
+        b, url = u
+        u[1] = None  # home, or failed, unless there is a next URL
+        r = await b.get(url)
+        if r.status >= 400 or (r.status == 303 and r.header('location') == '/error'): stepping['failed'] += 1
+        elif urlsplit(url).path == '/login': u[1] = urljoin(app + '/', r.text.strip())
+        elif r.status in (302, 303, 307): u[1] = urljoin(url, r.header('location'))
+        return urlsplit(url).path if urlsplit(url).netloc == host else 'provider'
+    res = await bounded([one(u) for u in going], conc)
+    if bad := [r for r in res if isinstance(r, Exception)]: raise bad[0]
+    return dict(paths=sorted(set(res)), n=len(res), done=sum(u[1] is None for u in stepping['users']), failed=stepping['failed'])
+
+ops = dict(whole=op_whole, pages=op_pages, steps_begin=op_steps_begin, step=op_step, prepare=op_prepare, fire=op_fire, logins=op_logins, rps=op_rps, probe_start=op_probe_start, probe_stop=op_probe_stop, burst=op_burst)
 
 async def main(ops=ops):
     loop = asyncio.get_running_loop()

@@ -265,8 +265,24 @@ def bench_whole(cfg, lg, apps, procs) -> dict:
             out.setdefault(lib, []).append(row)
             say(f"  whole logins {lib:7} rep {rep + 1}: {row['rate']:6.1f}/s  app CPU {login_cpu:.2f} ms/login over {r['app_requests']} requests, "
                 f"{page_cpu:.3f} ms per plain page: x{row['cpu_ratio']:.2f}" + (f"  ({r['fail']} failed)" if r['fail'] else ''))
-    return {lib: dict({k: med(r[k] for r in rows) for k in rows[0]}, failed=sum(r['failed'] for r in rows), rates=[r['rate'] for r in rows])
-            for lib, rows in out.items()}
+    res = {lib: dict({k: med(r[k] for r in rows) for k in rows[0]}, failed=sum(r['failed'] for r in rows), rates=[r['rate'] for r in rows])
+           for lib, rows in out.items()}
+    for lib in res: res[lib]['steps'] = whole_steps(cfg, lg, apps[f'{lib}-oidc'], procs.procs[f'{lib}-oidc'].pid, cfg['whole_n'][lib])
+    return res
+
+STEP_NAMES = {'/login': 'login page', '/redirect/start': 'start', '/redirect': 'callback', '/': 'home'}
+
+def whole_steps(cfg, lg, app, pid, n) -> dict:
+    """Where a whole login's app CPU goes: `n` logins made one step at a time (every login's login page, then every
+    login's next step, ...), `whole_conc` at a time: the app's CPU ms per request of each step"""
+    out = {}
+    lg('steps_begin', app=app, n=n)
+    for _ in range(8):
+        c0 = cpu_secs(pid)
+        r = lg('step', conc=cfg['whole_conc'])
+        if r['paths'] != ['provider']: out[' + '.join(STEP_NAMES.get(p, p) for p in r['paths'])] = (cpu_secs(pid) - c0) / r['n'] * 1000
+        if r['done'] == n: return out
+    raise SystemExit(f'whole logins one step at a time: not all {n} ended')
 
 def bench_memory(cfg, lg, apps, procs) -> dict:
     "RSS of a fresh app process before logins and after each mark in `mem_marks` (logins 10 at a time), and its peak"
@@ -366,6 +382,9 @@ def table(r) -> str:
     if 'html_cpu_ms' in w['ours']:
         row('  app CPU ms per HTML page request (/open)', {l: w[l]['html_cpu_ms'] for l in w}, ratio(w['ours']['html_cpu_ms'], w['theirs']['html_cpu_ms']))
         row('  login CPU / CPU of as many HTML pages', {l: f"{w[l]['cpu_ratio_html']:.2f}x" for l in w})
+    if 'steps' in w['ours']:
+        rows.append(['  app CPU ms per request of each step (the logins made one step at a time)'])
+        for s in w['ours']['steps']: row(f'    {s}', {l: w[l]['steps'].get(s) for l in w}, ratio(w['ours']['steps'].get(s), w['theirs']['steps'].get(s)))
     i = r['imports']
     rows.append([f"Import time ms (median of {r['config']['import_reps']} fresh processes)"])
     row('  import', {l: i[l]['median_ms'] for l in i}, ratio(i['ours']['median_ms'], i['theirs']['median_ms']))

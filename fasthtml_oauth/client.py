@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['log', 'AppClient', 'form_body', 'ssl_context', 'twins']
 
-# %% ../nbs/api/01_client.ipynb #c9374e73
-import asyncio, base64, contextlib, inspect, linecache, logging, os, re, secrets, select, sys, threading, time, weakref
+# %% ../nbs/api/01_client.ipynb #98c229f8
+import asyncio, base64, concurrent.futures, contextlib, inspect, linecache, logging, os, re, secrets, select, sys, threading, time, weakref
 from contextvars import ContextVar
 from functools import cache, update_wrapper
 from urllib.parse import quote, urlencode, urlsplit, parse_qsl
@@ -65,7 +65,7 @@ def _unset_names(f) -> list:
     src = ''.join(linecache.getlines(f.f_code.co_filename)[pos.lineno-1:(pos.end_lineno or pos.lineno)])
     return [a or b for a, b in _re_env.findall(src) if not os.environ.get(a or b)]
 
-# %% ../nbs/api/01_client.ipynb #d9f306ab
+# %% ../nbs/api/01_client.ipynb #9d9229e2
 log = logging.getLogger('fasthtml_oauth')
 _headers = {'User-Agent': f'fasthtml-oauth/{__version__}', 'Accept': 'application/json', 'Accept-Encoding': 'identity'}
 
@@ -76,7 +76,8 @@ def request(self:AppClient, method:str, url:str|None,
     "An `httpx.Request` to `url`, with the library's headers and the client's timeouts"
     import httpx  # on first use: it is a large share of import time, and importing login code need not pay it
     t = dict(connect=min(self.timeout, 5.), read=self.timeout, write=self.timeout, pool=self.timeout)
-    return httpx.Request(method, self._url(url, what), headers=_headers | (headers or {}), extensions=dict(timeout=t), **kw)
+    hdrs = _headers | (headers or {})
+    return httpx.Request(method, self._url(url, what), headers=hdrs, extensions=dict(timeout=t), **kw)
 
 @patch
 def _url(self:AppClient, url:str|None, what:str) -> 'httpx.URL':
@@ -178,40 +179,43 @@ def _done(res, cap:int):
         log.debug("%s %s -> HTTP %s", res.request.method, res.request.url.copy_with(query=None), res.status_code)
     return res
 
-# %% ../nbs/api/01_client.ipynb #9bd15a78
+# %% ../nbs/api/01_client.ipynb #c0a573f2
 @contextlib.contextmanager
 def _errors(req):
-    "Turn timeouts and httpx's (and httpcore's) errors while sending `req` into `ProviderTimeout`, `InvalidResponse` or `NetworkError`"
+    "Turn timeouts and httpx's (or httpcore's) errors sending `req` into `ProviderTimeout`, `InvalidResponse` or `NetworkError`"
     import httpx, httpcore
     host = req.url.netloc.decode()
     try: yield
     except (TimeoutError, httpx.TimeoutException, httpcore.TimeoutException):
         raise ProviderTimeout(f"The provider at {host} did not answer in time") from None
     except httpx.DecodingError: raise InvalidResponse(f"The provider at {host} sent an unreadable answer") from None
-    except (httpx.HTTPError, httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol, httpcore.ProxyError,
-            httpcore.ConnectionNotAvailable):
+    except (httpx.HTTPError, httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol,
+            httpcore.ProxyError, httpcore.ConnectionNotAvailable):
         raise NetworkError(f"Could not reach the provider at {host}") from None
 
-# %% ../nbs/api/01_client.ipynb #ac32ef01
+# %% ../nbs/api/01_client.ipynb #d787c45d
 @patch
 async def _afetch(self:AppClient, req) -> 'httpx.Response':
     "Send `req` without blocking the event loop and read its answer, within the deadline and `max_body`"
     with _errors(req):
-        async with asyncio.timeout(self.timeout):
-            t = self._atransport(req.url)
-            try:
+        t = self._atransport(req.url)
+        try:
+            async with asyncio.timeout(self.timeout):
                 res = await t.handle_async_request(req)
                 try: await _prepared(res, req, self.max_body).aread()
                 finally: await res.aclose()
-            finally:
-                if isinstance(t, _network()): await t.home.give_back(t, self.idle_transports)
+        finally:
+            # outside the deadline, so that closing a transport the client does not keep always finishes
+            if isinstance(t, _network()): await t.home.give_back(t, self.idle_transports)
         return _done(res, self.max_body)
 
-# %% ../nbs/api/01_client.ipynb #c00f9a81
+# %% ../nbs/api/01_client.ipynb #ac76379d
 @patch
 def _fetch(self:AppClient, req) -> 'httpx.Response':
     "Send `req` from sync code: on this client's own event loop, as `_afetch` does"
-    return asyncio.run_coroutine_threadsafe(self._afetch(req), self._loop()).result()
+    try: return asyncio.run_coroutine_threadsafe(self._afetch(req), self._loop()).result()
+    except concurrent.futures.CancelledError:  # `close` ended the call
+        raise NetworkError("The call was cancelled: its client was closed") from None
 
 @patch
 def _loop(self:AppClient) -> asyncio.AbstractEventLoop:
@@ -237,7 +241,7 @@ def _proxy(self:AppClient, url) -> str|None:
     proxy = self._env.get(url.scheme) or self._env.get('all')
     return None if not proxy or proxy_bypass_environment(url.host, self._env) else proxy
 
-# %% ../nbs/api/01_client.ipynb #7a0dbf32
+# %% ../nbs/api/01_client.ipynb #5659ea72
 def _readable(sock) -> bool:
     "Has the server sent something on this idle connection (most often: closed it)? Then it cannot be used again"
     if sock is None or sock.fileno() < 0: return True
@@ -245,6 +249,16 @@ def _readable(sock) -> bool:
     p = select.poll()
     p.register(sock, select.POLLIN)
     return bool(p.poll(0))
+
+def _reusable(conn) -> bool:
+    """Can this kept connection carry another call? Only if its last answer was read to the end, it is not stale, and the
+    server sent nothing after that answer: bytes past an answer would be read as the next call's answer"""
+    if not conn.is_idle() or conn.has_expired(): return False  # closed, stuck mid-answer, idle too long, or readable
+    h11 = getattr(getattr(conn, '_connection', None), '_h11_state', None)  # httpcore's HTTP/1.1 state, from h11
+    extra = getattr(h11, 'trailing_data', None)
+    if extra is None or extra[0] or extra[1]: return False  # unread bytes (or unknown: then never reuse)
+    stream = getattr(getattr(conn, '_connection', None), '_network_stream', None)
+    return not getattr(stream, 'pending', lambda: True)()
 
 @cache
 def _network():
@@ -267,15 +281,27 @@ def _network():
         async def start_tls(self, ssl_context, server_hostname=None, timeout=None):
             try:
                 with anyio.fail_after(timeout):
-                    tls = await anyio.streams.tls.TLSStream.wrap(self.stream, ssl_context=ssl_context, hostname=server_hostname,
-                                                                 standard_compatible=False)
-            except TimeoutError: await self.aclose(); raise httpcore.ConnectTimeout("TLS handshake timed out") from None
-            except (anyio.EndOfStream, *broken) as e: await self.aclose(); raise httpcore.ConnectError(str(e)) from None
+                    tls = await anyio.streams.tls.TLSStream.wrap(self.stream, ssl_context=ssl_context,
+                                                                 hostname=server_hostname, standard_compatible=False)
+            except BaseException as e:  # cancelled too: the socket is closed here, or it would stay open until collected
+                with anyio.CancelScope(shield=True): await self.aclose()
+                if isinstance(e, TimeoutError): raise httpcore.ConnectTimeout("TLS handshake timed out") from None
+                if isinstance(e, (anyio.EndOfStream, *broken)): raise httpcore.ConnectError(str(e)) from None
+                raise
             return Stream(tls, self.sock)
+        def pending(self) -> bool:
+            "Has this connection received bytes not read yet (in anyio's queue, or decrypted and waiting)?"
+            s = self.stream
+            if (ssl_object := s.extra(anyio.streams.tls.TLSAttribute.ssl_object, None)) is not None and ssl_object.pending():
+                return True
+            while hasattr(s, 'transport_stream'): s = s.transport_stream  # below TLS: the socket's stream
+            protocol = getattr(s, '_protocol', None)
+            return bool(getattr(protocol, 'read_queue', None)) if protocol is not None else True
         def get_extra_info(self, info:str):
             if info == 'is_readable': return _readable(self.sock)
             if info == 'socket': return self.sock
-            attr = dict(ssl_object=anyio.streams.tls.TLSAttribute.ssl_object, client_addr=anyio.abc.SocketAttribute.local_address,
+            attr = dict(ssl_object=anyio.streams.tls.TLSAttribute.ssl_object,
+                        client_addr=anyio.abc.SocketAttribute.local_address,
                         server_addr=anyio.abc.SocketAttribute.remote_address).get(info)
             return attr and self.stream.extra(attr, None)
 
@@ -301,38 +327,49 @@ def _network():
     class Borrowed(httpx.AsyncBaseTransport):
         "A connection per provider host, for one call at a time (see `_Transports`)"
         def __init__(self, home): self.home, self.conns, self.backend = home, {}, Backend()
+        async def connection(self, key, origin, fresh:bool=False):
+            "The kept connection to `origin` if it can be used again (unless `fresh`), else a new one"
+            if (conn := self.conns.pop(key, None)) is not None and (fresh or not _reusable(conn)): await conn.aclose()
+            elif conn is not None: self.conns[key] = conn; return conn, True
+            conn = self.conns[key] = httpcore.AsyncHTTPConnection(origin, ssl_context=ssl_context(), keepalive_expiry=5.,
+                                                                  network_backend=self.backend)
+            return conn, False
         async def handle_async_request(self, req):
             u = req.url
             url = httpcore.URL(scheme=u.raw_scheme, host=u.raw_host, port=u.port, target=u.raw_path)
             o = url.origin
-            conn = self.conns.get(key := (o.scheme, o.host, o.port))
-            if conn is not None and (conn.is_closed() or conn.has_expired()): await conn.aclose(); conn = None
-            if conn is None:
-                conn = self.conns[key] = httpcore.AsyncHTTPConnection(o, ssl_context=ssl_context(), keepalive_expiry=5.,
-                                                                      network_backend=self.backend)
-            res = await conn.handle_async_request(
-                httpcore.Request(req.method, url, headers=req.headers.raw, content=req.stream, extensions=req.extensions))
+            key = o.scheme, o.host, o.port
+            conn, kept = await self.connection(key, o)
+            def sent(): return httpcore.Request(req.method, url, headers=req.headers.raw, content=req.stream,
+                                                extensions=req.extensions)
+            try: res = await conn.handle_async_request(sent())
+            except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError):
+                if not kept: raise
+                conn, _ = await self.connection(key, o, fresh=True)  # the server had closed it: once more, on a new one
+                res = await conn.handle_async_request(sent())
             return httpx.Response(res.status, headers=res.headers, stream=Body(res.stream), extensions=res.extensions)
         async def aclose(self):
             conns, self.conns = list(self.conns.values()), {}
             for c in conns: await c.aclose()
     return Borrowed
 
-# %% ../nbs/api/01_client.ipynb #4cc551af
+# %% ../nbs/api/01_client.ipynb #9b6bdecb
 class _Transports:
     "A client's transports on one event loop: idle ones for calls to borrow, newest first, and one per proxy"
     def __init__(self, loop): self.loop, self.idle, self.proxied, self.closed = weakref.ref(loop), [], {}, False
-    def borrow(self): return self.idle.pop() if self.idle else _network()(self)
+    def borrow(self): return self.idle.pop()[0] if self.idle else _network()(self)
 
-    async def give_back(self, t, keep:int):
-        "Take `t` back from its call; close it instead if `keep` are idle already, or if these transports were closed"
+    async def give_back(self, t, keep:int, idle_for:float=5.):
+        """Take `t` back from its call; close it instead if `keep` are idle already, or if these transports were closed.
+        Transports idle for more than `idle_for` seconds (a kept connection's life) are closed, oldest first"""
         if self.closed or len(self.idle) >= keep: await t.aclose()
-        else: self.idle.append(t)
+        else: self.idle.append((t, time.monotonic()))
+        while self.idle and self.idle[0][1] < time.monotonic() - idle_for: await self.idle.pop(0)[0].aclose()
 
     async def aclose(self):
         self.closed = True
-        for t in self.idle + list(self.proxied.values()): await t.aclose()
-        self.idle.clear()
+        idle, self.idle = self.idle, []
+        for t in [t for t, _ in idle] + list(self.proxied.values()): await t.aclose()
 
 # %% ../nbs/api/01_client.ipynb #acb9cbe5
 @patch
@@ -351,7 +388,7 @@ def _atransport(self:AppClient, url) -> 'httpx.AsyncBaseTransport':
         return ts.proxied[proxy]
     return ts.borrow()
 
-# %% ../nbs/api/01_client.ipynb #9f1deae7
+# %% ../nbs/api/01_client.ipynb #fb2209ee
 @patch
 async def _close_here(self:AppClient):
     "Close the connections this client opened on the running loop (a call still out closes its own when it ends)"
@@ -369,8 +406,16 @@ def close(self:AppClient):
     "Close this client's connections for synchronous calls, and stop the thread they run on"
     with self._lock: loop, self._sync = self._sync, None
     if loop is None: return
-    asyncio.run_coroutine_threadsafe(self._close_here(), loop).result()
+    asyncio.run_coroutine_threadsafe(self._end_calls(), loop).result()
     loop.call_soon_threadsafe(loop.stop)
+
+@patch
+async def _end_calls(self:AppClient):
+    "Cancel the calls still out on this loop (their callers get `NetworkError`), then close its connections"
+    calls = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in calls: t.cancel()
+    await asyncio.gather(*calls, return_exceptions=True)
+    await self._close_here()
 
 # %% ../nbs/api/01_client.ipynb #8672fb16
 def twins(cls, flow:str, name:str):

@@ -343,7 +343,7 @@ async def _check(self:OAuth, scope, receive) -> Response|None:
     if scope['auth'] == session.get('auth') and (res := await self._ended(scope, receive, session)): return res
     return await self._invalid(scope, receive, session, scope['auth'])
 
-# %% ../nbs/api/04_oauth.ipynb #d64a1b6b
+# %% ../nbs/api/04_oauth.ipynb #6e73916d
 _max_payload, _max_cookie = 1000, 3800  # browsers drop cookies over 4 KB, name and attributes included
 
 class _LinkSigner:
@@ -353,7 +353,12 @@ class _LinkSigner:
         return self.signer.sign(base64_encode(json.dumps(opts, separators=(',', ':')))).decode()
     def loads(self, link:str, max_age:int|None=None) -> dict:
         "The options signed into `link`, or `itsdangerous.BadData` if it was altered or is older than `max_age` seconds"
-        return json.loads(base64_decode(self.signer.unsign(link, max_age=max_age)))
+        payload = self.signer.unsign(link, max_age=max_age)
+        try: opts = json.loads(base64_decode(payload))
+        except (ValueError, RecursionError) as e: raise itsdangerous.BadPayload("The link's options are unreadable") from e
+        if (not isinstance(opts, dict) or opts.keys() != {'scope', 'state', 'next', 'kw', 'b'} or not isinstance(opts['kw'], dict)
+            or not isinstance(opts['b'], (str, type(None)))): raise itsdangerous.BadPayload("The link's options are not a login's")
+        return opts
 
 def _cookie_size(session:dict) -> int:
     "Bytes of the session cookie Starlette writes for `session`: base64 of its JSON, plus the signature"

@@ -11,17 +11,19 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from fastcore.basics import patch
 
-# %% ../nbs/api/09_sessions.ipynb #2c9cb4ea
+# %% ../nbs/api/09_sessions.ipynb #7dc8100a
 class SQLiteStore:
     "Records in SQLite through fastlite: a file shared by an app's processes, or `':memory:'`"
     def __init__(self, path:str='oauth_logins.db'):  # The database file (created if missing)
         from fastlite import database  # here, not at import: apps that import `fasthtml.common` have it loaded already
         from apsw import BusyError     # fastlite's driver
-        self.path, self.lock, self._busy = path, threading.RLock(), BusyError
+        self.path, self.lock, self._busy, self._writes, self._ckpt = path, threading.RLock(), BusyError, 0, None
         self.writer = ThreadPoolExecutor(1, thread_name_prefix='oauth-store')  # writes that must wait for another process
         self.db = database(path)
         self.db.conn.setbusytimeout(5000)  # other processes on the file (uvicorn's workers) may hold it for a moment
-        if path != ':memory:': self.db.execute('pragma journal_mode=wal')  # readers never wait for a writer
+        if path != ':memory:':
+            self.db.execute('pragma journal_mode=wal')      # readers never wait for a writer
+            self.db.execute('pragma wal_autocheckpoint=0')  # checkpoints run in the store's thread (`_checkpoint`)
         self.db.execute('pragma synchronous=normal')  # with WAL: safe against crashes, no sync on every commit
         self.db.execute('pragma cache_size=-256')  # 256 KiB: lookups are by key, and the OS caches the file anyway
         self.db.execute('create table if not exists oauth_items (kind text, key text, value text, expires real, '
@@ -32,7 +34,15 @@ class SQLiteStore:
 
     def __repr__(self): return f'SQLiteStore({self.path!r})'
 
-# %% ../nbs/api/09_sessions.ipynb #ab823bed
+    def _checkpoint(self):
+        "Copy the write-ahead log into the database file, on a connection of its own (it can take milliseconds)"
+        if self._ckpt is None:
+            import apsw
+            self._ckpt = apsw.Connection(self.path)
+            self._ckpt.setbusytimeout(5000)
+        self._ckpt.execute('pragma wal_checkpoint(passive)')
+
+# %% ../nbs/api/09_sessions.ipynb #a243d7ff
 def _ttl(ttl) -> float:
     "`ttl` as a number of seconds a store can keep: not NaN, at most ten years"
     return 0. if ttl != ttl else max(-1., min(float(ttl), 3.2e8))
@@ -43,23 +53,42 @@ def _tx(self:SQLiteStore):
     "A write transaction, taken at once (`BEGIN IMMEDIATE`): a read that later wants to write could find another process got there first"
     with self.lock:
         self._q('begin immediate')
-        try: yield
+        try:
+            yield
+            self._q('commit')
         except BaseException:
-            self._q('rollback')
+            if not self.db.conn.getautocommit(): self._q('rollback')  # still in the transaction (a failed commit too)
             raise
-        self._q('commit')
+
+@patch
+def _try(self:SQLiteStore, f, *args, wait:bool=True):
+    "`(True, f(*args))` if the write could be made now, `(False, None)` if another process holds the database"
+    if not self.lock.acquire(blocking=wait): return False, None
+    try:
+        self.db.conn.setbusytimeout(0)  # another process's write makes this one fail at once, rather than wait holding the lock
+        try: return True, f(*args)
+        except self._busy: return False, None  # nothing was written: `_tx` rolled back
+        finally: self.db.conn.setbusytimeout(5000)
+    finally: self.lock.release()
+
+@patch
+def _waiting(self:SQLiteStore, f, *args, secs:float=5.):
+    "In the store's thread: try the write until the other process is done, for at most `secs`, never waiting inside the lock"
+    deadline, pause = time.monotonic() + secs, 0.001
+    while True:
+        done, res = self._try(f, *args)
+        if done: return res
+        if time.monotonic() > deadline: raise self._busy("The login store's database stayed locked by another process")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 @patch
 async def _write(self:SQLiteStore, f, *args):
     "Run the write `f(*args)` at once if no one else is writing, else in the store's own thread, which waits its turn"
-    if self.lock.acquire(blocking=False):
-        try:
-            self.db.conn.setbusytimeout(0)  # another process's write fails this one at once, rather than waiting here
-            try: return f(*args)
-            except self._busy: pass         # nothing was written (`_tx` rolled back): wait for the other writer below
-            finally: self.db.conn.setbusytimeout(5000)
-        finally: self.lock.release()
-    return await asyncio.get_running_loop().run_in_executor(self.writer, f, *args)
+    self._writes += 1
+    if self._writes % 200 == 0 and self.path != ':memory:': self.writer.submit(self._checkpoint)
+    done, res = self._try(f, *args, wait=False)
+    return res if done else await asyncio.get_running_loop().run_in_executor(self.writer, self._waiting, f, *args)
 
 @patch
 async def get(self:SQLiteStore, kind:str, key:str) -> dict|None:

@@ -23,7 +23,7 @@ def ports(cli, url, n, conc=1):
         out = []
         for i in range(0, n, conc): out += await asyncio.gather(*[one() for _ in range(min(conc, n - i))])
         ts = cli._pools[id(asyncio.get_running_loop())]
-        idle = [len(t.conns) for t in ts.idle]
+        idle = [len(t.conns) for t, _ in ts.idle]
         await cli.aclose()
         return out, idle
     return asyncio.run(main())
@@ -69,3 +69,105 @@ def test_nothing_listening_is_a_network_error():
     cli = AppClient('id', 'secret', timeout=5)
     with pytest.raises(NetworkError, match='Could not reach'):
         ports(cli, f'http://127.0.0.1:{free_port()}/peer', 1)
+
+# ---------------------------------------------------------------------------------------------- misbehaving servers
+class Raw:
+    "A raw HTTP server on 127.0.0.1 in a thread of its own: `handler(reader, writer)` per connection; `.conns` counts them"
+    def __init__(self, handler):
+        import threading
+        self.handler, self.conns, self.loop, started = handler, 0, asyncio.new_event_loop(), threading.Event()
+        async def main():
+            tasks = set()
+            async def on(r, w):
+                self.conns += 1
+                tasks.add(asyncio.current_task())
+                try: await handler(r, w)
+                except BaseException: pass  # the client went away, or the server is stopping
+                finally: w.close()
+            self.server, self.stopped = await asyncio.start_server(on, '127.0.0.1', 0), asyncio.Event()
+            self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+            started.set()
+            await self.stopped.wait()
+            self.server.close()
+            for t in tasks: t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(main()), daemon=True)
+        self.thread.start()
+        started.wait(5)
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.stopped.set)
+        self.thread.join(5)
+
+async def request(r):
+    "One request's head, read from `r`"
+    head = await r.readuntil(b'\r\n\r\n')
+    n = next((int(l.split(b':')[1]) for l in head.split(b'\r\n') if l.lower().startswith(b'content-length:')), 0)
+    if n: await r.readexactly(n)
+    return head.split(b' ')[1]
+
+def answer(body:bytes, status=b'200 OK') -> bytes:
+    return b'HTTP/1.1 ' + status + b'\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n' % len(body) + body
+
+@pytest.fixture
+def raw():
+    servers = []
+    def start(handler):
+        servers.append(s := Raw(handler))
+        return s
+    yield start
+    for s in servers: s.stop()
+
+def bodies(cli, urls):
+    "The answers to calls of `urls`, one after the other, through `cli`"
+    async def main():
+        out = [(await cli._afetch(cli.request('POST', u, content=b'code=x'))).content for u in urls]
+        await cli.aclose()
+        return out
+    return asyncio.run(main())
+
+def test_bytes_after_an_answer_never_reach_the_next_call(raw):
+    "A server that sends more than its answer (a second answer glued on, a body after a 204): the connection is not reused"
+    async def handler(r, w):
+        while True:
+            path = await request(r)
+            if path == b'/glued': w.write(answer(b'{"for": "ada"}') + answer(b'{"for": "nobody"}'))
+            elif path == b'/nocontent': w.write(answer(b'', b'204 No Content') + b'{"for": "ada"}')
+            else: w.write(answer(b'{"for": "%s"}' % path[1:]))
+            await w.drain()
+    s = raw(handler)
+    got = bodies(AppClient('id', 'secret'), [s.url + '/glued', s.url + '/bob', s.url + '/nocontent', s.url + '/cy'])
+    assert got == [b'{"for": "ada"}', b'{"for": "bob"}', b'', b'{"for": "cy"}']
+
+def test_a_kept_connection_the_server_closed_is_retried_once(raw):
+    "The server closes idle connections after 50 ms: calls 40-60 ms apart still all succeed, each on the connection it could use"
+    async def handler(r, w):
+        while True:
+            await asyncio.wait_for(request(r), 0.05)
+            w.write(answer(b'{}')); await w.drain()
+    s = raw(handler)
+    async def main():
+        cli = AppClient('id', 'secret', timeout=3)
+        for i in range(40):
+            await cli._afetch(cli.request('POST', s.url + '/token', content=b'x=1'))
+            await asyncio.sleep(0.04 + 0.02 * (i % 2))
+        await cli.aclose()
+    asyncio.run(main())  # a NetworkError would fail the test
+
+def test_closing_a_client_ends_its_sync_calls(raw):
+    "`close()` while a sync call waits for the provider: the call fails with NetworkError at once, it is not left waiting"
+    import threading, time
+    async def handler(r, w):
+        await request(r)
+        await asyncio.sleep(30)
+    s = raw(handler)
+    cli, out = AppClient('id', 'secret', timeout=20), []
+    def call():
+        try: cli._fetch(cli.request('GET', s.url + '/slow'))
+        except Exception as e: out.append(e)
+    t = threading.Thread(target=call)
+    t.start(); time.sleep(0.3)
+    t0 = time.monotonic()
+    cli.close()
+    t.join(5)
+    assert not t.is_alive() and time.monotonic() - t0 < 2
+    assert isinstance(out[0], NetworkError) and 'closed' in str(out[0])
