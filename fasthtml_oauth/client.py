@@ -241,7 +241,7 @@ def _proxy(self:AppClient, url) -> str|None:
     proxy = self._env.get(url.scheme) or self._env.get('all')
     return None if not proxy or proxy_bypass_environment(url.host, self._env) else proxy
 
-# %% ../nbs/api/01_client.ipynb #5659ea72
+# %% ../nbs/api/01_client.ipynb #00e426f6
 def _readable(sock) -> bool:
     "Has the server sent something on this idle connection (most often: closed it)? Then it cannot be used again"
     if sock is None or sock.fileno() < 0: return True
@@ -268,7 +268,9 @@ def _network():
 
     class Stream(httpcore.AsyncNetworkStream):
         "One connection, as httpcore reads and writes it"
-        def __init__(self, stream, sock): self.stream, self.sock = stream, sock
+        def __init__(self, stream, sock, queue, ssl_object=None):
+            # `queue`: anyio's bytes received from the socket and not read yet (see `pending`)
+            self.stream, self.sock, self.queue, self.ssl_object = stream, sock, queue, ssl_object
         async def read(self, max_bytes:int, timeout=None) -> bytes:
             try: return await self.stream.receive(max_bytes)
             except anyio.EndOfStream: return b''
@@ -288,15 +290,10 @@ def _network():
                 if isinstance(e, TimeoutError): raise httpcore.ConnectTimeout("TLS handshake timed out") from None
                 if isinstance(e, (anyio.EndOfStream, *broken)): raise httpcore.ConnectError(str(e)) from None
                 raise
-            return Stream(tls, self.sock)
+            return Stream(tls, self.sock, self.queue, tls.extra(anyio.streams.tls.TLSAttribute.ssl_object))
         def pending(self) -> bool:
-            "Has this connection received bytes not read yet (in anyio's queue, or decrypted and waiting)?"
-            s = self.stream
-            if (ssl_object := s.extra(anyio.streams.tls.TLSAttribute.ssl_object, None)) is not None and ssl_object.pending():
-                return True
-            while hasattr(s, 'transport_stream'): s = s.transport_stream  # below TLS: the socket's stream
-            protocol = getattr(s, '_protocol', None)
-            return bool(getattr(protocol, 'read_queue', None)) if protocol is not None else True
+            "Has this connection received bytes not read yet (in anyio's queue, or decrypted and waiting)? If unknown, yes"
+            return self.queue is None or bool(self.queue) or (self.ssl_object is not None and self.ssl_object.pending() > 0)
         def get_extra_info(self, info:str):
             if info == 'is_readable': return _readable(self.sock)
             if info == 'socket': return self.sock
@@ -314,7 +311,7 @@ def _network():
             except broken as e: raise httpcore.ConnectError(str(e)) from None
             sock = s.extra(anyio.abc.SocketAttribute.raw_socket)
             for opt in socket_options or (): sock.setsockopt(*opt)
-            return Stream(s, sock)
+            return Stream(s, sock, getattr(getattr(s, '_protocol', None), 'read_queue', None))  # anyio's asyncio stream
         async def sleep(self, seconds): await anyio.sleep(seconds)
 
     class Body(httpx.AsyncByteStream):
