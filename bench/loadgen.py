@@ -189,7 +189,10 @@ async def op_step(conc):
     async def one(u):
         b, url = u
         u[1] = None  # home, or failed, unless there is a next URL
-        r = await b.get(url)
+        try: r = await b.get(url)
+        except (ConnectionError, asyncio.IncompleteReadError, OSError):  # an app that drops connections under load
+            stepping['failed'] += 1
+            return urlsplit(url).path if urlsplit(url).netloc == host else 'provider'
         if r.status >= 400 or (r.status == 303 and r.header('location') == '/error'): stepping['failed'] += 1
         elif urlsplit(url).path == '/login': u[1] = urljoin(app + '/', r.text.strip())
         elif r.status in (302, 303, 307): u[1] = urljoin(url, r.header('location'))
