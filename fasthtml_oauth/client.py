@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['log', 'AppClient', 'form_body', 'ssl_context', 'twins']
 
-# %% ../nbs/api/01_client.ipynb #98c229f8
-import asyncio, base64, concurrent.futures, contextlib, inspect, linecache, logging, os, re, secrets, select, sys, threading, time, weakref
+# %% ../nbs/api/01_client.ipynb #69076fe3
+import asyncio, base64, contextlib, inspect, linecache, logging, os, re, secrets, select, sys, threading, time, weakref
+import concurrent.futures
 from contextvars import ContextVar
 from functools import cache, update_wrapper
 from urllib.parse import quote, urlencode, urlsplit, parse_qsl

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from fastcore.basics import patch
 
-# %% ../nbs/api/09_sessions.ipynb #7dc8100a
+# %% ../nbs/api/09_sessions.ipynb #937a2b43
 class SQLiteStore:
     "Records in SQLite through fastlite: a file shared by an app's processes, or `':memory:'`"
     def __init__(self, path:str='oauth_logins.db'):  # The database file (created if missing)
@@ -34,13 +34,13 @@ class SQLiteStore:
 
     def __repr__(self): return f'SQLiteStore({self.path!r})'
 
-    def _checkpoint(self):
+    def _checkpoint(self) -> tuple:
         "Copy the write-ahead log into the database file, on a connection of its own (it can take milliseconds)"
         if self._ckpt is None:
             import apsw
             self._ckpt = apsw.Connection(self.path)
             self._ckpt.setbusytimeout(5000)
-        self._ckpt.execute('pragma wal_checkpoint(passive)')
+        return tuple(next(self._ckpt.execute('pragma wal_checkpoint(passive)')))  # (busy, pages in the log, pages copied)
 
 # %% ../nbs/api/09_sessions.ipynb #a243d7ff
 def _ttl(ttl) -> float:
