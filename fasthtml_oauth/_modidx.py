@@ -666,6 +666,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                        'fasthtml_oauth.tokens._owner': ('api/tokens.html#_owner', 'fasthtml_oauth/tokens.py'),
                                        'fasthtml_oauth.tokens._renewed': ('api/tokens.html#_renewed', 'fasthtml_oauth/tokens.py'),
                                        'fasthtml_oauth.tokens._scope_set': ('api/tokens.html#_scope_set', 'fasthtml_oauth/tokens.py'),
+                                       'fasthtml_oauth.tokens._settled': ('api/tokens.html#_settled', 'fasthtml_oauth/tokens.py'),
                                        'fasthtml_oauth.tokens._unb64': ('api/tokens.html#_unb64', 'fasthtml_oauth/tokens.py'),
                                        'fasthtml_oauth.tokens._usable': ('api/tokens.html#_usable', 'fasthtml_oauth/tokens.py'),
                                        'fasthtml_oauth.tokens._user_auth': ('api/tokens.html#_user_auth', 'fasthtml_oauth/tokens.py'),

@@ -87,7 +87,7 @@ async def delete(self:TokenStore, provider:str, auth) -> bool:
     "Forget the token of `auth` at `provider`; whether there was one"
     return await self.store.delete(self.kind, [_owner(provider, json.loads(json.dumps(auth)))]) > 0
 
-# %% ../nbs/api/10_tokens.ipynb #78c0bdff
+# %% ../nbs/api/10_tokens.ipynb #9388aff7
 _refusal_gap = 60  # seconds after a refusal's refresh in which another refusal does not refresh again
 
 def _expiring(t:Token) -> bool:
@@ -100,6 +100,15 @@ def _usable(t:Token|None, stale:str|None) -> bool:
     "Whether `t` can be sent: not expiring, and not the `stale` access token an API refused (unless that was just now)"
     if t is None or _expiring(t): return False
     return t.access_token != stale or time.time() - (t.get('refused_at') or 0) < _refusal_gap
+
+def _settled(tok:Token|None, stale:str|None, failure:tuple|None) -> Token|None:
+    "`tok` if it is to be sent as it is; `None` if it needs a refresh; raises if it cannot have one"
+    if _usable(tok, stale): return tok
+    if tok is not None and not tok.refresh_token and tok.access_token == stale and not tok.expired: return tok
+    if tok is None or not tok.refresh_token: raise LoginRequired("No usable token is kept for this user: log in again")
+    if failure and failure[1] == tok.refresh_token and time.monotonic() - failure[0] < 10:  # failed just now: say so again
+        raise type(failure[2])(str(failure[2]), failure[2].error, failure[2].description)
+    return None
 
 @patch
 async def fresh_token(self:OAuth, auth, stale:str|None=None) -> Token:
@@ -114,20 +123,18 @@ async def fresh_token(self:OAuth, auth, stale:str|None=None) -> Token:
     async with lock:
         if (j := just.get(key)) and time.monotonic() - j[0] < 1 and _usable(j[1], stale): return j[1]  # landed just now
         for _ in range(200):  # until this process holds the store's lock, or another's refresh has landed
-            if _usable(tok := await ts.load(prov, auth), stale): return tok
-            if tok is not None and not tok.refresh_token and tok.access_token == stale and not tok.expired: return tok
-            if tok is None or not tok.refresh_token: raise LoginRequired("No usable token is kept for this user: log in again")
-            if (f := failed.get(key)) and f[1] == tok.refresh_token and time.monotonic() - f[0] < 10:
-                raise type(f[2])(str(f[2]), f[2].error, f[2].description)
+            if (tok := _settled(await ts.load(prov, auth), stale, failed.get(key))) is not None: return tok
             if await ts.store.put('token-refresh', key, {}, 3 * self.cli.timeout + 10, when='absent'): break  # outlives a refresh
             await asyncio.sleep(0.05)
         else: raise ProviderTimeout("Another process has been refreshing this user's token for 10 s; try again")
-        try:
-            just[key] = (time.monotonic(), new := await self._refresh(auth, tok, refused=stale is not None))
+        try:  # read again now the lock is ours: another process may have refreshed and let go since the read above
+            if (now := _settled(tok := await ts.load(prov, auth), stale, failed.get(key))) is not None: return now
+            try: new = await self._refresh(auth, tok, refused=stale is not None)
+            except OAuthError as e:
+                if not isinstance(e, LoginRequired): failed[key] = (time.monotonic(), tok.refresh_token, e)
+                raise
+            just[key] = (time.monotonic(), new)
             return new
-        except OAuthError as e:
-            if not isinstance(e, LoginRequired): failed[key] = (time.monotonic(), tok.refresh_token, e)
-            raise
         finally:
             await ts.store.delete('token-refresh', [key])
             for d, age in ((failed, 10), (just, 1)):

@@ -87,7 +87,7 @@ def device_login_flow(self:AppClient, scope:str|list|None=None, show=show_device
         return tok, (yield from self.user_flow(tok, None))
 twins(AppClient, 'device_login_flow', 'device_login')
 
-# %% ../nbs/api/12_tools.ipynb #36180f1b
+# %% ../nbs/api/12_tools.ipynb #482c505b
 _page = ('<!doctype html><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
          '<title>{0}</title><body style="font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem">'
          '<h1>{0}</h1><p>{1}</p>')
@@ -103,7 +103,9 @@ async def _answer(writer, status:str, title:str, text:str):
 
 class _Callback:
     "The one-shot server's handler: `got` gets the query of the first GET of `path` that carries `state` (set once known)"
-    def __init__(self, path:str): self.path, self.state, self.got, self.conns = path, None, asyncio.get_running_loop().create_future(), {}
+    def __init__(self, path:str):
+        self.path, self.state, self.taken, self.conns = path, None, False, {}
+        self.got = asyncio.get_running_loop().create_future()
 
     def close(self):
         "Close every connection still open, and stop its handler"
@@ -120,11 +122,13 @@ class _Callback:
             u = urlsplit(target)
             q = dict(parse_qsl(u.query, max_num_fields=20))
             if method != 'GET' or u.path != self.path: return await _answer(writer, '404 Not Found', 'Not found', 'Nothing here.')
-            if self.got.done() or not hmac.compare_digest(q.get('state', '').encode(), self.state.encode()):
+            if self.taken or not hmac.compare_digest(q.get('state', '').encode(), self.state.encode()):
                 return await _answer(writer, '400 Bad Request', 'Unknown login', 'This is not the login in progress; it was ignored.')
-            self.got.set_result(q)
-            if 'error' in q: await _answer(writer, '200 OK', 'Login failed', 'The login did not succeed; you can close this tab.')
-            else: await _answer(writer, '200 OK', 'Logged in', 'You are logged in: you can close this tab and go back.')
+            self.taken = True
+            try:  # the page goes out before the login goes on: the server closes its connections once it has the answer
+                if 'error' in q: await _answer(writer, '200 OK', 'Login failed', 'The login did not succeed; you can close this tab.')
+                else: await _answer(writer, '200 OK', 'Logged in', 'You are logged in: you can close this tab and go back.')
+            finally: self.got.set_result(q)
         except (Exception, asyncio.CancelledError): writer.close()  # a bad or slow request, or the login is over
         finally: self.conns.pop(asyncio.current_task(), None)
 

@@ -112,6 +112,47 @@ def test_without_the_cross_process_lock_both_refresh(uvicorn_app, redis_url):
     total = sum(map(Counter, outcomes), Counter())
     assert set(total) <= {'ok', 'LoginRequired'} and total['LoginRequired'] >= 1 and total.total() == 100, outcomes
 
+# A refresh that lands between another process's read and its lock
+
+def test_a_refresh_landing_before_the_lock_is_used_not_repeated():
+    """Two app processes (two `OAuth` over one SQLite store) and a provider that rotates refresh tokens. Process B reads
+    the user's expired token; process A refreshes it and lets go of the lock; then B takes the lock. B must read the token
+    again and send A's new one: refreshing with the refresh token A just used up would be refused, and would send the
+    user to log in again. Deterministic: B's taking of the lock waits for A's whole refresh"""
+    from fasthtml.common import FastHTML
+    from starlette.testclient import TestClient
+    from fasthtml_oauth import OAuth
+    from fasthtml_oauth.sessions import LoginSessions, SQLiteStore
+    from fasthtml_oauth.devprovider import DevProvider
+    dp = DevProvider(token_ttl=3600)
+    dp.rotate_refresh = True
+    dp.register('app', 'app-secret', ['http://localhost/redirect'])
+    cli = OIDCAppClient('app', 'app-secret', issuer=dp.issuer, transport=dp.transport)
+    store = SQLiteStore(':memory:')
+    class Auth(OAuth):
+        def get_auth(self, info, ident, session, state): return True
+    A, B = (Auth(FastHTML(secret_key=SECRET), cli, keep_tokens=True, login_sessions=LoginSessions(store)) for _ in 'AB')
+    b = TestClient(A.app, base_url='http://localhost', follow_redirects=False)
+    assert b.get(dp.approve(b.get(A.login_link(None)).headers['location'], 'ada@example.com')).status_code == 303
+    ts, prov, auth = A._tokens(), A._provider(), A.app.decode_session(b.cookies['session_'])['auth']
+
+    async def scene():
+        old = await ts.load(prov, auth)
+        assert await ts.save(prov, auth, dict(old, expires_at=time.time() - 1))
+        put, order = store.put, []
+        async def put_after_a(kind, *args, **kw):  # B's lock waits for A's whole refresh, lock taken and let go
+            if kind == 'token-refresh' and not order:
+                order.append('B reads, then A refreshes')
+                order.append((await A.fresh_token(auth)).access_token)
+            return await put(kind, *args, **kw)
+        store.put = put_after_a
+        dp.hits.clear()
+        got = await B.fresh_token(auth)
+        return old, got, order
+    old, got, order = asyncio.run(scene())
+    assert (dp.hits['token'], order[1], got.access_token != old.access_token) == (1, got.access_token, True)
+    assert got.refresh_token != old.refresh_token and not got.expired
+
 # Refresh and revocation at the real OpenID provider
 
 TTL = 3  # seconds the provider's access tokens live
