@@ -11,7 +11,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from fastcore.basics import patch
 
-# %% ../nbs/api/09_sessions.ipynb #937a2b43
+# %% ../nbs/api/09_sessions.ipynb #11442818
+def _opened(database, path:str, busy, secs:float=5.):
+    """fastlite's `database(path)`, tried again while another process holds the file, for up to `secs`: opening runs
+    `pragma optimize`, which waits only 100 ms for a lock (apsw's best practice, which fastlite applies)"""
+    deadline = time.monotonic() + secs
+    while True:
+        try: return database(path)
+        except busy:
+            if time.monotonic() > deadline: raise
+            time.sleep(0.05)
+
 class SQLiteStore:
     "Records in SQLite through fastlite: a file shared by an app's processes, or `':memory:'`"
     def __init__(self, path:str='oauth_logins.db'):  # The database file (created if missing)
@@ -19,7 +29,7 @@ class SQLiteStore:
         from apsw import BusyError     # fastlite's driver
         self.path, self.lock, self._busy, self._writes, self._ckpt = path, threading.RLock(), BusyError, 0, None
         self.writer = ThreadPoolExecutor(1, thread_name_prefix='oauth-store')  # writes that must wait for another process
-        self.db = database(path)
+        self.db = _opened(database, path, BusyError)
         self.db.conn.setbusytimeout(5000)  # other processes on the file (uvicorn's workers) may hold it for a moment
         if path != ':memory:':
             self.db.execute('pragma journal_mode=wal')      # readers never wait for a writer

@@ -127,3 +127,23 @@ asyncio.run(main())
     procs = [subprocess.Popen([sys.executable, '-c', code], stderr=subprocess.PIPE, text=True) for _ in range(6)]
     results = [(p.wait(60), p.stderr.read()[-500:]) for p in procs]
     assert all(rc == 0 for rc, _ in results), results
+
+def test_a_store_opens_while_another_process_writes(tmp_path):
+    """A process (a worker starting late) opens the SQLite file while another holds a write transaction for 0.5 s: it
+    waits for the write and opens, rather than failing at the open-time `pragma optimize` after 100 ms"""
+    import subprocess, sys
+    path = str(tmp_path / 'logins.db')
+    asyncio.run(SQLiteStore(path).put('login', 'x', dict(auth='ada'), ttl=60))
+    holder = subprocess.Popen([sys.executable, '-c', f"""
+import apsw, time
+c = apsw.Connection({path!r})
+c.execute("begin immediate"); c.execute("insert into oauth_items values ('login', 'y', '{{}}', 1e12)")
+print('holding', flush=True); time.sleep(0.5); c.execute("commit")
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'holding'
+        t0 = time.monotonic()
+        store = SQLiteStore(path)
+        assert 0.2 < time.monotonic() - t0 < 3
+        assert asyncio.run(store.get('login', 'y')) == {} and asyncio.run(store.get('login', 'x')) == dict(auth='ada')
+    finally: assert holder.wait(10) == 0
