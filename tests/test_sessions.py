@@ -147,3 +147,35 @@ print('holding', flush=True); time.sleep(0.5); c.execute("commit")
         assert 0.2 < time.monotonic() - t0 < 3
         assert asyncio.run(store.get('login', 'y')) == {} and asyncio.run(store.get('login', 'x')) == dict(auth='ada')
     finally: assert holder.wait(10) == 0
+
+def test_a_login_ended_by_another_process_is_ended_at_the_next_check(tmp_path):
+    """Logout everywhere across an app's workers: another process ends 40 logins one at a time, saying which after each
+    commit; right after each, this process's check of that login (checked, and so read, just before) finds it ended,
+    and the next one is still live. Any read cache put in front of the store has to keep this true"""
+    import subprocess, sys
+    path = str(tmp_path / 'logins.db')
+    ls = LoginSessions(SQLiteStore(path))
+    async def main():
+        ids = [await ls.start(f'user{i}') for i in range(40)]
+        for i, lid in enumerate(ids): assert await ls.check(lid, f'user{i}') and await ls.check(lid, f'user{i}')
+        ender = subprocess.Popen([sys.executable, '-c', f"""
+import asyncio, sys
+from fasthtml_oauth.sessions import SQLiteStore
+async def main():
+    store = SQLiteStore({path!r})
+    for line in sys.stdin:
+        assert await store.delete('login', [line.strip()]) == 1
+        print(line.strip(), flush=True)
+asyncio.run(main())
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            for i, lid in enumerate(ids):
+                assert await ls.check(lid, f'user{i}')  # kept
+                ender.stdin.write(lid + '\n'); ender.stdin.flush()
+                assert ender.stdout.readline().strip() == lid  # committed by the other process
+                assert await ls.check(lid, f'user{i}') is None
+                if i + 1 < len(ids): assert await ls.check(ids[i + 1], f'user{i + 1}')
+        finally:
+            ender.stdin.close()
+            assert ender.wait(10) == 0
+    asyncio.run(main())
