@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['SQLiteStore', 'RedisStore', 'LoginSessions']
 
-# %% ../nbs/api/09_sessions.ipynb #3681ad6e
-import asyncio, json, secrets, threading, time, weakref
+# %% ../nbs/api/09_sessions.ipynb #3d6a8763
+import asyncio, json, os, secrets, threading, time, weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from fastcore.basics import patch
 
-# %% ../nbs/api/09_sessions.ipynb #11442818
+# %% ../nbs/api/09_sessions.ipynb #66e3eab0
 def _opened(database, path:str, busy, secs:float=5.):
     """fastlite's `database(path)`, tried again while another process holds the file, for up to `secs`: opening runs
     `pragma optimize`, which waits only 100 ms for a lock (apsw's best practice, which fastlite applies)"""
@@ -28,6 +28,7 @@ class SQLiteStore:
         from fastlite import database  # here, not at import: apps that import `fasthtml.common` have it loaded already
         from apsw import BusyError     # fastlite's driver
         self.path, self.lock, self._busy, self._writes, self._ckpt = path, threading.RLock(), BusyError, 0, None
+        self._read, self._read_at, self._commits, self._mark = {}, (None, 0.), 0, None  # reads kept (see `get`)
         self.writer = ThreadPoolExecutor(1, thread_name_prefix='oauth-store')  # writes that must wait for another process
         self.db = _opened(database, path, BusyError)
         self.db.conn.setbusytimeout(5000)  # other processes on the file (uvicorn's workers) may hold it for a moment
@@ -41,6 +42,10 @@ class SQLiteStore:
         self.db.execute('create table if not exists oauth_tags (kind text, tag text, key text, primary key (kind, tag, key))')
         self.db.execute('create index if not exists oauth_items_expires on oauth_items (expires)')
         self._q = self.db.conn.execute
+        if path != ':memory:' and hasattr(os, 'pread'):  # see `_version`
+            try: self._mark = os.open(f'{self.db.conn.filename}-commits', os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError: pass
+            else: weakref.finalize(self, os.close, self._mark)
 
     def __repr__(self): return f'SQLiteStore({self.path!r})'
 
@@ -52,7 +57,7 @@ class SQLiteStore:
             self._ckpt.setbusytimeout(5000)
         return tuple(next(self._ckpt.execute('pragma wal_checkpoint(passive)')))  # (busy, pages in the log, pages copied)
 
-# %% ../nbs/api/09_sessions.ipynb #a243d7ff
+# %% ../nbs/api/09_sessions.ipynb #7499e8ef
 def _ttl(ttl) -> float:
     "`ttl` as a number of seconds a store can keep: not NaN, at most ten years"
     return 0. if ttl != ttl else max(-1., min(float(ttl), 3.2e8))
@@ -66,6 +71,7 @@ def _tx(self:SQLiteStore):
         try:
             yield
             self._q('commit')
+            self._committed()
         except BaseException:
             if not self.db.conn.getautocommit(): self._q('rollback')  # still in the transaction (a failed commit too)
             raise
@@ -103,8 +109,14 @@ async def _write(self:SQLiteStore, f, *args):
 @patch
 async def get(self:SQLiteStore, kind:str, key:str) -> dict|None:
     "The record `key` of `kind`, or `None` if it was deleted or has expired"
-    with self.lock: rows = list(self._q('select value, expires from oauth_items where kind=? and key=?', (kind, key)))
-    return json.loads(rows[0][0]) if rows and rows[0][1] > time.time() else None
+    with self.lock:
+        v, now = self._version(), time.monotonic()
+        if v != self._read_at[0] or now - self._read_at[1] > 1: self._read, self._read_at = {}, (v, now)
+        if v is None or (row := self._read.get((kind, key))) is None:
+            rows = list(self._q('select value, expires from oauth_items where kind=? and key=?', (kind, key)))
+            row = rows[0] if rows else (None, 0.)
+            if v is not None and len(self._read) < 4096: self._read[kind, key] = row
+    return json.loads(row[0]) if row[1] > time.time() else None
 
 @patch
 async def put(self:SQLiteStore, kind:str, key:str, value:dict, ttl:float, tags=(), when:str|None=None) -> bool:
@@ -168,6 +180,23 @@ async def find(self:SQLiteStore, kind:str, tag:str) -> dict:
         rows = list(self._q('select i.key, i.value from oauth_tags t join oauth_items i on i.kind=t.kind and i.key=t.key '
                             'where t.kind=? and t.tag=? and i.expires > ?', (kind, tag, time.time())))
     return {k: json.loads(v) for k, v in rows}
+
+# %% ../nbs/api/09_sessions.ipynb #19286377
+@patch
+def _committed(self:SQLiteStore):
+    "After a commit: tell every process's `get` that the database changed"
+    self._commits += 1
+    if self._mark is not None:
+        try: os.pwrite(self._mark, secrets.token_bytes(8), 0)
+        except OSError: pass  # others see the change within a second (see `get`)
+
+@patch
+def _version(self:SQLiteStore):
+    "What changes with every commit this library makes to the database, in any process; `None` if unknown (`get` queries)"
+    if self.path == ':memory:': return self._commits  # no other connection can write to it
+    if self._mark is None: return None
+    try: return os.pread(self._mark, 8, 0)
+    except OSError: return None
 
 # %% ../nbs/api/09_sessions.ipynb #b7cf55b8
 class RedisStore:

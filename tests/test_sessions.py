@@ -179,3 +179,19 @@ asyncio.run(main())
             ender.stdin.close()
             assert ender.wait(10) == 0
     asyncio.run(main())
+
+def test_a_change_made_behind_the_stores_back_is_seen_within_a_second(tmp_path):
+    """A process that writes the database without this library (raw SQL: no new bytes in the commits file) ends a
+    login this process has read and kept: the next checks may still find it for up to a second, never longer"""
+    import subprocess, sys
+    path = str(tmp_path / 'logins.db')
+    ls = LoginSessions(SQLiteStore(path))
+    async def main():
+        lid = await ls.start('ada')
+        assert await ls.check(lid, 'ada')
+        subprocess.run([sys.executable, '-c', f"import apsw; apsw.Connection({path!r}).execute("
+                        f"\"delete from oauth_items where kind='login' and key='{lid}'\")"], check=True)
+        t0 = time.monotonic()
+        while await ls.check(lid, 'ada'): await asyncio.sleep(0.01)
+        assert time.monotonic() - t0 < 1.5
+    asyncio.run(main())
