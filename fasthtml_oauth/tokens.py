@@ -87,7 +87,7 @@ async def delete(self:TokenStore, provider:str, auth) -> bool:
     "Forget the token of `auth` at `provider`; whether there was one"
     return await self.store.delete(self.kind, [_owner(provider, json.loads(json.dumps(auth)))]) > 0
 
-# %% ../nbs/api/10_tokens.ipynb #9388aff7
+# %% ../nbs/api/10_tokens.ipynb #adbe35b1
 _refusal_gap = 60  # seconds after a refusal's refresh in which another refusal does not refresh again
 
 def _expiring(t:Token) -> bool:
@@ -110,6 +110,20 @@ def _settled(tok:Token|None, stale:str|None, failure:tuple|None) -> Token|None:
         raise type(failure[2])(str(failure[2]), failure[2].error, failure[2].description)
     return None
 
+_undoing = set()  # lock releases under way for cancelled callers (the event loop keeps only weak references to tasks)
+
+async def _take_lock(store, key:str, ttl:float) -> bool:
+    "Take the cross-process refresh lock for `key`; if the caller is cancelled meanwhile, let it go as soon as it is taken"
+    taking = asyncio.ensure_future(store.put('token-refresh', key, {}, ttl, when='absent'))
+    try: return await asyncio.shield(taking)  # the write may be in the store's thread: it lands even if we are cancelled
+    except asyncio.CancelledError:
+        def release(t):
+            if t.cancelled() or t.exception() is not None or not t.result(): return
+            _undoing.add(undo := asyncio.ensure_future(store.delete('token-refresh', [key])))
+            undo.add_done_callback(_undoing.discard)
+        taking.add_done_callback(release)
+        raise
+
 @patch
 async def fresh_token(self:OAuth, auth, stale:str|None=None) -> Token:
     "The user's token, refreshed first if it has expired (or is the `stale` access token a provider just refused)"
@@ -124,7 +138,7 @@ async def fresh_token(self:OAuth, auth, stale:str|None=None) -> Token:
         if (j := just.get(key)) and time.monotonic() - j[0] < 1 and _usable(j[1], stale): return j[1]  # landed just now
         for _ in range(200):  # until this process holds the store's lock, or another's refresh has landed
             if (tok := _settled(await ts.load(prov, auth), stale, failed.get(key))) is not None: return tok
-            if await ts.store.put('token-refresh', key, {}, 3 * self.cli.timeout + 10, when='absent'): break  # outlives a refresh
+            if await _take_lock(ts.store, key, 3 * self.cli.timeout + 10): break  # outlives a refresh
             await asyncio.sleep(0.05)
         else: raise ProviderTimeout("Another process has been refreshing this user's token for 10 s; try again")
         try:  # read again now the lock is ours: another process may have refreshed and let go since the read above

@@ -195,3 +195,26 @@ def test_a_change_made_behind_the_stores_back_is_seen_within_a_second(tmp_path):
         while await ls.check(lid, 'ada'): await asyncio.sleep(0.01)
         assert time.monotonic() - t0 < 1.5
     asyncio.run(main())
+
+def test_the_store_finds_its_files_wherever_the_app_goes(tmp_path, monkeypatch):
+    """A store opened with a relative path keeps using that database after the app changes directory (its checkpoints
+    too, which run later), its commits file has the database's mode, and an in-memory store, named by a `Path` too,
+    makes no file at all"""
+    from pathlib import Path
+    (tmp_path / 'app').mkdir(); (tmp_path / 'elsewhere').mkdir()
+    monkeypatch.chdir(tmp_path / 'app')
+    old = os.umask(0o022)
+    try: store = SQLiteStore('logins.db')
+    finally: os.umask(old)
+    os.chmod('logins.db', 0o664)
+    assert asyncio.run(store.put('login', 'x', dict(auth='ada'), ttl=60))
+    monkeypatch.chdir(tmp_path / 'elsewhere')
+    busy, logged, copied = store._checkpoint()
+    assert (busy, logged > 0, copied) == (0, True, logged) and os.listdir('.') == []
+    again = SQLiteStore(str(tmp_path / 'app' / 'logins.db'))
+    assert oct(os.stat(tmp_path / 'app' / 'logins.db-commits').st_mode & 0o777) == '0o664'
+    assert asyncio.run(again.get('login', 'x')) == dict(auth='ada')
+    for name in (':memory:', Path(':memory:')):
+        mem = SQLiteStore(name)
+        assert asyncio.run(mem.put('login', 'y', {}, ttl=60)) and asyncio.run(mem.get('login', 'y')) == {}
+    assert os.listdir('.') == []

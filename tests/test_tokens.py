@@ -153,6 +153,46 @@ def test_a_refresh_landing_before_the_lock_is_used_not_repeated():
     assert (dp.hits['token'], order[1], got.access_token != old.access_token) == (1, got.access_token, True)
     assert got.refresh_token != old.refresh_token and not got.expired
 
+
+def test_a_caller_cancelled_while_taking_the_refresh_lock_lets_it_go():
+    """The refresh lock's write waits in the store's thread (another process is writing), and the call that takes it is
+    cancelled meanwhile (the browser went away): once the write lands the lock is let go again, so the next call
+    refreshes at once rather than waiting 40 s for the lock to expire"""
+    import os, tempfile, threading, apsw
+    from fasthtml.common import FastHTML
+    from starlette.testclient import TestClient
+    from fasthtml_oauth import OAuth
+    from fasthtml_oauth.sessions import LoginSessions, SQLiteStore
+    from fasthtml_oauth.devprovider import DevProvider
+    from fasthtml_oauth.tokens import _owner
+    dp = DevProvider(token_ttl=3600)
+    dp.register('app', 'app-secret', ['http://localhost/redirect'])
+    cli = OIDCAppClient('app', 'app-secret', issuer=dp.issuer, transport=dp.transport)
+    path = os.path.join(tempfile.mkdtemp(), 'logins.db')
+    class Auth(OAuth):
+        def get_auth(self, info, ident, session, state): return True
+    A = Auth(FastHTML(secret_key=SECRET), cli, keep_tokens=True, login_sessions=LoginSessions(SQLiteStore(path)))
+    b = TestClient(A.app, base_url='http://localhost', follow_redirects=False)
+    assert b.get(dp.approve(b.get(A.login_link(None)).headers['location'], 'ada@example.com')).status_code == 303
+    ts, prov, auth = A._tokens(), A._provider(), A.app.decode_session(b.cookies['session_'])['auth']
+    async def scene():
+        old = await ts.load(prov, auth)
+        assert await ts.save(prov, auth, dict(old, expires_at=time.time() - 1))
+        other = apsw.Connection(path)  # another process's write holds the database for 0.3 s
+        other.execute('begin immediate')
+        threading.Timer(0.3, lambda: other.execute('commit')).start()
+        call = asyncio.create_task(A.fresh_token(auth))
+        await asyncio.sleep(0.05)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError): await call
+        await asyncio.sleep(0.6)
+        left = await ts.store.get('token-refresh', _owner(prov, auth))
+        t0 = time.monotonic()
+        new = await A.fresh_token(auth)
+        return left, time.monotonic() - t0, old, new
+    left, took, old, new = asyncio.run(scene())
+    assert (left, took < 2, new.access_token != old.access_token) == (None, True, True)
+
 # Refresh and revocation at the real OpenID provider
 
 TTL = 3  # seconds the provider's access tokens live
