@@ -3,7 +3,8 @@ expired token in a real redis-server refresh it once at a DevProvider served ove
 rotates refresh tokens (and without the cross-process lock, both refresh and one is refused); and, at the real
 OpenID provider (npm `oidc-provider`) whose access tokens expire in seconds, a call through `oauth.api` refreshes once,
 and after the refresh token is revoked the call raises `LoginRequired`, the token is forgotten, and a page making the
-call sends the browser to log in again"""
+call sends the browser to log in again. Two in-process scenes, made deterministic, cover what the refresh lock must
+survive: another process's refresh landing between a read and the lock, and a caller cancelled while taking it"""
 import asyncio, re, secrets, time
 from collections import Counter
 from html import unescape
@@ -112,33 +113,43 @@ def test_without_the_cross_process_lock_both_refresh(uvicorn_app, redis_url):
     total = sum(map(Counter, outcomes), Counter())
     assert set(total) <= {'ok', 'LoginRequired'} and total['LoginRequired'] >= 1 and total.total() == 100, outcomes
 
-# A refresh that lands between another process's read and its lock
+# In-process scenes: two processes' refreshes, a cancelled one
+
+def in_process_scene(store, apps:int=1, rotate:bool=False):
+    """A DevProvider (rotating refresh tokens if `rotate`), `apps` apps keeping tokens in `store` (as that many processes
+    sharing it), and Ada logged in on the first: the apps, the token store, the provider's name, Ada's auth, the provider"""
+    from fasthtml.common import FastHTML
+    from starlette.testclient import TestClient
+    from fasthtml_oauth import OAuth
+    from fasthtml_oauth.sessions import LoginSessions
+    from fasthtml_oauth.devprovider import DevProvider
+    dp = DevProvider(token_ttl=3600)
+    dp.rotate_refresh = rotate
+    dp.register('app', 'app-secret', ['http://localhost/redirect'])
+    cli = OIDCAppClient('app', 'app-secret', issuer=dp.issuer, transport=dp.transport)
+    class Auth(OAuth):
+        def get_auth(self, info, ident, session, state): return True
+    oas = [Auth(FastHTML(secret_key=SECRET), cli, keep_tokens=True, login_sessions=LoginSessions(store)) for _ in range(apps)]
+    b = TestClient(oas[0].app, base_url='http://localhost', follow_redirects=False)
+    assert b.get(dp.approve(b.get(oas[0].login_link(None)).headers['location'], 'ada@example.com')).status_code == 303
+    return oas, oas[0]._tokens(), oas[0]._provider(), oas[0].app.decode_session(b.cookies['session_'])['auth'], dp
+
+async def expire(ts, prov, auth):
+    "Make the user's kept token expired; the token before"
+    old = await ts.load(prov, auth)
+    assert await ts.save(prov, auth, dict(old, expires_at=time.time() - 1))
+    return old
 
 def test_a_refresh_landing_before_the_lock_is_used_not_repeated():
     """Two app processes (two `OAuth` over one SQLite store) and a provider that rotates refresh tokens. Process B reads
     the user's expired token; process A refreshes it and lets go of the lock; then B takes the lock. B must read the token
     again and send A's new one: refreshing with the refresh token A just used up would be refused, and would send the
     user to log in again. Deterministic: B's taking of the lock waits for A's whole refresh"""
-    from fasthtml.common import FastHTML
-    from starlette.testclient import TestClient
-    from fasthtml_oauth import OAuth
-    from fasthtml_oauth.sessions import LoginSessions, SQLiteStore
-    from fasthtml_oauth.devprovider import DevProvider
-    dp = DevProvider(token_ttl=3600)
-    dp.rotate_refresh = True
-    dp.register('app', 'app-secret', ['http://localhost/redirect'])
-    cli = OIDCAppClient('app', 'app-secret', issuer=dp.issuer, transport=dp.transport)
+    from fasthtml_oauth.sessions import SQLiteStore
     store = SQLiteStore(':memory:')
-    class Auth(OAuth):
-        def get_auth(self, info, ident, session, state): return True
-    A, B = (Auth(FastHTML(secret_key=SECRET), cli, keep_tokens=True, login_sessions=LoginSessions(store)) for _ in 'AB')
-    b = TestClient(A.app, base_url='http://localhost', follow_redirects=False)
-    assert b.get(dp.approve(b.get(A.login_link(None)).headers['location'], 'ada@example.com')).status_code == 303
-    ts, prov, auth = A._tokens(), A._provider(), A.app.decode_session(b.cookies['session_'])['auth']
-
+    (A, B), ts, prov, auth, dp = in_process_scene(store, apps=2, rotate=True)
     async def scene():
-        old = await ts.load(prov, auth)
-        assert await ts.save(prov, auth, dict(old, expires_at=time.time() - 1))
+        old = await expire(ts, prov, auth)
         put, order = store.put, []
         async def put_after_a(kind, *args, **kw):  # B's lock waits for A's whole refresh, lock taken and let go
             if kind == 'token-refresh' and not order:
@@ -153,31 +164,17 @@ def test_a_refresh_landing_before_the_lock_is_used_not_repeated():
     assert (dp.hits['token'], order[1], got.access_token != old.access_token) == (1, got.access_token, True)
     assert got.refresh_token != old.refresh_token and not got.expired
 
-
-def test_a_caller_cancelled_while_taking_the_refresh_lock_lets_it_go():
+def test_a_caller_cancelled_while_taking_the_refresh_lock_lets_it_go(tmp_path):
     """The refresh lock's write waits in the store's thread (another process is writing), and the call that takes it is
     cancelled meanwhile (the browser went away): once the write lands the lock is let go again, so the next call
     refreshes at once rather than waiting 40 s for the lock to expire"""
-    import os, tempfile, threading, apsw
-    from fasthtml.common import FastHTML
-    from starlette.testclient import TestClient
-    from fasthtml_oauth import OAuth
-    from fasthtml_oauth.sessions import LoginSessions, SQLiteStore
-    from fasthtml_oauth.devprovider import DevProvider
+    import threading, apsw
+    from fasthtml_oauth.sessions import SQLiteStore
     from fasthtml_oauth.tokens import _owner
-    dp = DevProvider(token_ttl=3600)
-    dp.register('app', 'app-secret', ['http://localhost/redirect'])
-    cli = OIDCAppClient('app', 'app-secret', issuer=dp.issuer, transport=dp.transport)
-    path = os.path.join(tempfile.mkdtemp(), 'logins.db')
-    class Auth(OAuth):
-        def get_auth(self, info, ident, session, state): return True
-    A = Auth(FastHTML(secret_key=SECRET), cli, keep_tokens=True, login_sessions=LoginSessions(SQLiteStore(path)))
-    b = TestClient(A.app, base_url='http://localhost', follow_redirects=False)
-    assert b.get(dp.approve(b.get(A.login_link(None)).headers['location'], 'ada@example.com')).status_code == 303
-    ts, prov, auth = A._tokens(), A._provider(), A.app.decode_session(b.cookies['session_'])['auth']
+    path = str(tmp_path / 'logins.db')
+    (A,), ts, prov, auth, dp = in_process_scene(SQLiteStore(path))
     async def scene():
-        old = await ts.load(prov, auth)
-        assert await ts.save(prov, auth, dict(old, expires_at=time.time() - 1))
+        old = await expire(ts, prov, auth)
         other = apsw.Connection(path)  # another process's write holds the database for 0.3 s
         other.execute('begin immediate')
         threading.Timer(0.3, lambda: other.execute('commit')).start()
