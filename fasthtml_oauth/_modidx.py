@@ -606,6 +606,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                          'fasthtml_oauth.sessions._auth_tag': ('api/sessions.html#_auth_tag', 'fasthtml_oauth/sessions.py'),
                                          'fasthtml_oauth.sessions._commits_file': ( 'api/sessions.html#_commits_file',
                                                                                     'fasthtml_oauth/sessions.py'),
+                                         'fasthtml_oauth.sessions._kept': ('api/sessions.html#_kept', 'fasthtml_oauth/sessions.py'),
                                          'fasthtml_oauth.sessions._opened': ('api/sessions.html#_opened', 'fasthtml_oauth/sessions.py'),
                                          'fasthtml_oauth.sessions._ttl': ('api/sessions.html#_ttl', 'fasthtml_oauth/sessions.py')},
             'fasthtml_oauth.testing': { 'fasthtml_oauth.testing.LoginFailed': ('api/testing.html#loginfailed', 'fasthtml_oauth/testing.py'),

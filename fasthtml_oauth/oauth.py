@@ -169,7 +169,7 @@ async def _run(f, *args, **kw):
         res = await asyncio.get_running_loop().run_in_executor(hook_pool(), call)
     return await res if inspect.isawaitable(res) else res
 
-# %% ../nbs/api/04_oauth.ipynb #3a490253
+# %% ../nbs/api/04_oauth.ipynb #99e76f56
 def _htmx(req, res):
     "For htmx requests, turn a redirect into an `HX-Redirect` that htmx performs as a full navigation"
     if 'hx-request' in req.headers and isinstance(res, Response) and res.status_code in (301, 302, 303, 307, 308):
@@ -203,8 +203,11 @@ def _gate(self:OAuth, skip:list):
     if self.pace: _install_pace(first)
     first._instances.append(self)
     first.skip.extend(list(skip) + self._skips())
-    # each on its own: inline flags and group numbers stay as written
-    first._skip_res = [re.compile(p) for p in first.skip]
+    # plain paths (most of them) in a set; patterns each on its own: inline flags and group numbers stay as written
+    first._skip_paths = {p for p in first.skip if not _re_special.search(p)}
+    first._skip_res = [re.compile(p) for p in first.skip if _re_special.search(p)]
+
+_re_special = re.compile(r'[.^$*+?{}\[\]\\|()]')  # a skip pattern without these matches only itself
 
 def _check_joining(gate, redir_path:str, ns:str|None):
     "Refuse a second `OAuth` on an app unless every one has an `ns` of its own and a callback path of its own"
@@ -267,7 +270,7 @@ def _as_response(res, req=None) -> Response:
 def _open(self:OAuth, scope) -> bool:
     "Does this request need no login? (skip paths, and FastHTML's static files)"
     path = get_route_path(scope)  # relative to any mount this app sits under, as its routes are
-    return any(r.fullmatch(path) for r in self._skip_res) or self._static(scope)
+    return path in self._skip_paths or any(r.fullmatch(path) for r in self._skip_res) or self._static(scope)
 
 def _remember_page(req, session):
     "Keep the page a plain GET asked for, to return to after the login"

@@ -75,7 +75,7 @@ class SQLiteStore:
             self._ckpt.setbusytimeout(5000)
         return tuple(next(self._ckpt.execute('pragma wal_checkpoint(passive)')))  # (busy, pages in the log, pages copied)
 
-# %% ../nbs/api/09_sessions.ipynb #b8db7002
+# %% ../nbs/api/09_sessions.ipynb #e29dd3c8
 def _ttl(ttl) -> float:
     "`ttl` as a number of seconds a store can keep: not NaN, at most ten years"
     return 0. if ttl != ttl else max(-1., min(float(ttl), 3.2e8))
@@ -132,9 +132,16 @@ async def get(self:SQLiteStore, kind:str, key:str) -> dict|None:
         if v != self._read_at[0] or now - self._read_at[1] > 1: self._read, self._read_at = {}, (v, now)
         if v is None or (row := self._read.get((kind, key))) is None:
             rows = list(self._q('select value, expires from oauth_items where kind=? and key=?', (kind, key)))
-            row = rows[0] if rows else (None, 0.)
+            row = _kept(*rows[0]) if rows else (None, 0.)
             if v is not None and len(self._read) < 4096: self._read[kind, key] = row
-    return json.loads(row[0]) if row[1] > time.time() else None
+    if row[1] <= time.time(): return None
+    return dict(row[0]) if isinstance(row[0], dict) else json.loads(row[0])  # a copy: callers may change what they get
+
+def _kept(text:str, expires:float) -> tuple:
+    "A record as `get` keeps it: parsed if its values are all plain (a copy of it is then enough), else as JSON text"
+    value = json.loads(text)
+    plain = isinstance(value, dict) and all(v is None or isinstance(v, (str, int, float, bool)) for v in value.values())
+    return (value if plain else text), expires
 
 @patch
 async def put(self:SQLiteStore, kind:str, key:str, value:dict, ttl:float, tags=(), when:str|None=None) -> bool:
