@@ -35,7 +35,7 @@ def safe_next(path:str|None) -> str|None:
         if urlsplit(p).netloc or urlsplit(p).scheme: return None
     return path
 
-# %% ../nbs/api/04_oauth.ipynb #87585532
+# %% ../nbs/api/04_oauth.ipynb #ad06111e
 class OAuth:
     "Login through `cli` for FastHTML `app`: login-start, callback and logout routes, and a gate before every other path"
     def __init__(self, app, cli,
@@ -63,7 +63,7 @@ class OAuth:
                  keep_tokens=False):                  # Keep each user's token, encrypted, for `api` (`True`, or a `TokenStore`)
         _check_joining(getattr(app, '_oauth_gate', None), redir_path, ns)
         store_attr('app,cli,redir_path,error_path,logout_path,login_path,https,http_patterns,redir_method,ns,pace')
-        if isinstance(hosts, str) or isinstance(proxies, str): raise TypeError("`hosts` and `proxies` are lists, not strings")
+        if any(isinstance(v, str) for v in (hosts, proxies, skip)): raise TypeError("`hosts`, `proxies` and `skip` are lists, not strings")
         self.hosts, self.proxies = hosts and {h.lower() for h in hosts}, proxies and set(proxies)
         self._warned, self._told = False, set()
         self.static_root = Path(static_path).resolve()
@@ -169,7 +169,7 @@ async def _run(f, *args, **kw):
         res = await asyncio.get_running_loop().run_in_executor(hook_pool(), call)
     return await res if inspect.isawaitable(res) else res
 
-# %% ../nbs/api/04_oauth.ipynb #99e76f56
+# %% ../nbs/api/04_oauth.ipynb #de3f5dc0
 def _htmx(req, res):
     "For htmx requests, turn a redirect into an `HX-Redirect` that htmx performs as a full navigation"
     if 'hx-request' in req.headers and isinstance(res, Response) and res.status_code in (301, 302, 303, 307, 308):
@@ -204,8 +204,8 @@ def _gate(self:OAuth, skip:list):
     first._instances.append(self)
     first.skip.extend(list(skip) + self._skips())
     # plain paths (most of them) in a set; patterns each on its own: inline flags and group numbers stay as written
-    first._skip_paths = {p for p in first.skip if not _re_special.search(p)}
-    first._skip_res = [re.compile(p) for p in first.skip if _re_special.search(p)]
+    plain = [p for p in first.skip if isinstance(p, str) and not _re_special.search(p)]
+    first._skip_paths, first._skip_res = set(plain), [re.compile(p) for p in first.skip if p not in plain]
 
 _re_special = re.compile(r'[.^$*+?{}\[\]\\|()]')  # a skip pattern without these matches only itself
 
