@@ -194,7 +194,7 @@ def _errors(req):
             httpcore.ProxyError, httpcore.ConnectionNotAvailable):
         raise NetworkError(f"Could not reach the provider at {host}") from None
 
-# %% ../nbs/api/01_client.ipynb #d787c45d
+# %% ../nbs/api/01_client.ipynb #41514acc
 @patch
 async def _afetch(self:AppClient, req) -> 'httpx.Response':
     "Send `req` without blocking the event loop and read its answer, within the deadline and `max_body`"
@@ -202,7 +202,7 @@ async def _afetch(self:AppClient, req) -> 'httpx.Response':
         t = self._atransport(req.url)
         try:
             async with asyncio.timeout(self.timeout):
-                res = await t.handle_async_request(req)
+                res = await (t.fetch(req, self.max_body) if isinstance(t, _network()) else t.handle_async_request(req))
                 try: await _prepared(res, req, self.max_body).aread()
                 finally: await res.aclose()
         finally:
@@ -242,7 +242,81 @@ def _proxy(self:AppClient, url) -> str|None:
     proxy = self._env.get(url.scheme) or self._env.get('all')
     return None if not proxy or proxy_bypass_environment(url.host, self._env) else proxy
 
-# %% ../nbs/api/01_client.ipynb #00e426f6
+# %% ../nbs/api/01_client.ipynb #e79c620a
+_token = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")  # a method or a header's name (RFC 9110 §5.6.2)
+_value = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")      # a header's value: no control character but tab
+_target = re.compile(rb"/[\x21-\x7e]*")                   # a path and query: printable ASCII without spaces
+
+def _wire(req, body:bytes) -> bytes:
+    "`req` as HTTP/1.1 bytes, its `body` framed by `Content-Length`; `LocalProtocolError` if a line could be split"
+    import httpcore
+    method, target = req.method.encode(), req.url.raw_path
+    if not (_token.fullmatch(method) and _target.fullmatch(target)):
+        raise httpcore.LocalProtocolError("The request's method or path cannot be sent as it is")
+    lines = [b'%s %s HTTP/1.1' % (method, target)]
+    for k, v in req.headers.raw:
+        if k.lower() in (b'content-length', b'transfer-encoding'): continue  # framed below
+        if not (_token.fullmatch(k) and _value.fullmatch(v)):
+            raise httpcore.LocalProtocolError("A request header cannot be sent as it is")
+        lines.append(k + b': ' + v)
+    if body or method in (b'POST', b'PUT', b'PATCH'): lines.append(b'Content-Length: %d' % len(body))
+    return b'\r\n'.join(lines) + b'\r\n\r\n' + body
+
+# %% ../nbs/api/01_client.ipynb #e3674f61
+def _framed(status:int, version:str, headers:list) -> bool:
+    "Can an answer with this status and headers be read as HTTP/1.x knows it? (llhttp lets a few more through)"
+    te = [v.strip().lower() for k, v in headers if k.lower() == b'transfer-encoding']
+    return version in ('1.1', '1.0') and 100 <= status <= 599 and te in ([], [b'chunked'])
+
+class _Answer:
+    "One answer as llhttp reads it: its status, headers and body (counted against `cap`), and whether more came after it"
+    def __init__(self, cap:int, head:bool=False):
+        import httptools
+        self.parser, self.cap, self.head = httptools.HttpResponseParser(self), cap, head
+        self.status, self.headers, self.body, self.n, self.got = None, [], [], 0, 0
+        self.done = self.extra = self.keep = self.in_head = self.bad = False
+    def on_message_begin(self): self.extra, self.in_head = self.extra or self.done, not self.done
+    def on_header(self, k, v):
+        if self.in_head: self.headers.append((k, v))  # not a chunked body's trailers: they are not headers
+    def on_headers_complete(self):
+        if self.done: return
+        self.in_head, self.status, self.keep = False, self.parser.get_status_code(), self.parser.should_keep_alive()
+        self.bad = self.bad or not _framed(self.status, self.parser.get_http_version(), self.headers)
+        if self.head and self.status >= 200: self.done, self.keep = True, False  # no body follows, whatever it says
+    def on_body(self, b:bytes):
+        if self.done: return
+        self.n += len(b)
+        if self.n <= self.cap: self.body.append(b)
+    def on_message_complete(self):
+        if self.done: return
+        if self.status < 200: self.status, self.headers, self.body, self.n = None, [], [], 0  # interim: the answer follows
+        else: self.done = True
+    def until_close(self) -> bool:
+        "Is the body's end the end of the connection (no `Content-Length`, no `Transfer-Encoding`)?"
+        framed = {k.lower() for k, _ in self.headers} & {b'content-length', b'transfer-encoding'}
+        return self.status is not None and not framed and self.status not in (204, 304)
+
+# %% ../nbs/api/01_client.ipynb #799d807a
+async def _read(stream, a:_Answer, head_cap:int=65536):
+    "Feed `a` from `stream` until its answer ends, within `a.cap` bytes of body and `head_cap` of headers"
+    import httpcore, httptools
+    while not a.done:
+        data = await stream.read(65536)
+        if not data:
+            if a.until_close(): a.done, a.keep = True, False; break
+            raise httpcore.RemoteProtocolError("The server closed the connection before its answer ended")
+        a.got += len(data)
+        try: a.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as e:
+            if a.done and not a.bad: a.extra = True  # bytes after the answer, not read as anything
+            elif isinstance(e, httptools.HttpParserUpgrade):
+                raise httpcore.RemoteProtocolError("The server switched protocols") from None
+            else: a.bad = True
+        if a.bad: raise httpcore.RemoteProtocolError("The server's answer is not well-formed HTTP/1.1")
+        if a.status is None and a.got > head_cap: raise InvalidResponse("The provider's answer has too many headers")
+        if a.n > a.cap or a.got > a.cap + head_cap: raise _too_big(a.cap)
+
+# %% ../nbs/api/01_client.ipynb #edf0b0c0
 def _readable(sock) -> bool:
     "Has the server sent something on this idle connection (most often: closed it)? Then it cannot be used again"
     if sock is None or sock.fileno() < 0: return True
@@ -251,15 +325,14 @@ def _readable(sock) -> bool:
     p.register(sock, select.POLLIN)
     return bool(p.poll(0))
 
-def _reusable(conn) -> bool:
-    """Can this kept connection carry another call? Only if its last answer was read to the end, it is not stale, and the
-    server sent nothing after that answer: bytes past an answer would be read as the next call's answer"""
-    if not conn.is_idle() or conn.has_expired(): return False  # closed, stuck mid-answer, idle too long, or readable
-    h11 = getattr(getattr(conn, '_connection', None), '_h11_state', None)  # httpcore's HTTP/1.1 state, from h11
-    extra = getattr(h11, 'trailing_data', None)
-    if extra is None or extra[0] or extra[1]: return False  # unread bytes (or unknown: then never reuse)
-    stream = getattr(getattr(conn, '_connection', None), '_network_stream', None)
-    return not getattr(stream, 'pending', lambda: True)()
+def _reusable(conn, idle_for:float=4.) -> bool:
+    """Can this kept connection carry another call? Only if its last answer was read to the end with nothing after it,
+    it has been idle less than `idle_for` seconds (servers often close idle connections at 5), and the server has sent
+    nothing since (not even its closing)"""
+    if not conn.clean or time.monotonic() - conn.since > idle_for: return False
+    return not (_readable(conn.stream.sock) or conn.stream.pending())
+
+_idempotent = {'GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'}  # may be sent again (RFC 9110 §9.2.2)
 
 @cache
 def _network():
@@ -267,85 +340,92 @@ def _network():
     import httpx, httpcore, anyio, anyio.abc, anyio.streams.tls
     broken = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
-    class Stream(httpcore.AsyncNetworkStream):
-        "One connection, as httpcore reads and writes it"
-        def __init__(self, stream, sock, queue, ssl_object=None):
-            # `queue`: anyio's bytes received from the socket and not read yet (see `pending`)
-            self.stream, self.sock, self.queue, self.ssl_object = stream, sock, queue, ssl_object
-        async def read(self, max_bytes:int, timeout=None) -> bytes:
+    class Stream:
+        "One connection's bytes, read and written through anyio, with its errors as httpcore's"
+        def __init__(self, stream, sock, queue, ssl_object=None, bio=None):
+            # `queue`: anyio's bytes received from the socket and not read yet; `bio`: TLS records not decrypted yet
+            self.stream, self.sock, self.queue, self.ssl_object, self.bio = stream, sock, queue, ssl_object, bio
+        async def read(self, max_bytes:int) -> bytes:
             try: return await self.stream.receive(max_bytes)
             except anyio.EndOfStream: return b''
             except broken as e: raise httpcore.ReadError(str(e)) from None
-        async def write(self, buffer:bytes, timeout=None):
-            if not buffer: return
+        async def write(self, buffer:bytes):
             try: await self.stream.send(buffer)
             except broken as e: raise httpcore.WriteError(str(e)) from None
         async def aclose(self): await self.stream.aclose()
-        async def start_tls(self, ssl_context, server_hostname=None, timeout=None):
-            try:
-                with anyio.fail_after(timeout):
-                    tls = await anyio.streams.tls.TLSStream.wrap(self.stream, ssl_context=ssl_context,
-                                                                 hostname=server_hostname, standard_compatible=False)
-            except BaseException as e:  # cancelled too: the socket is closed here, or it would stay open until collected
-                with anyio.CancelScope(shield=True): await self.aclose()
-                if isinstance(e, TimeoutError): raise httpcore.ConnectTimeout("TLS handshake timed out") from None
-                if isinstance(e, (anyio.EndOfStream, *broken)): raise httpcore.ConnectError(str(e)) from None
-                raise
-            return Stream(tls, self.sock, self.queue, tls.extra(anyio.streams.tls.TLSAttribute.ssl_object))
         def pending(self) -> bool:
-            "Has this connection received bytes not read yet (in anyio's queue, or decrypted and waiting)? If unknown, yes"
-            return self.queue is None or bool(self.queue) or (self.ssl_object is not None and self.ssl_object.pending() > 0)
-        def get_extra_info(self, info:str):
-            if info == 'is_readable': return _readable(self.sock)
-            if info == 'socket': return self.sock
-            attr = dict(ssl_object=anyio.streams.tls.TLSAttribute.ssl_object,
-                        client_addr=anyio.abc.SocketAttribute.local_address,
-                        server_addr=anyio.abc.SocketAttribute.remote_address).get(info)
-            return attr and self.stream.extra(attr, None)
+            "Has this connection received bytes not read yet (in anyio's queue, or TLS records, read or not)? If unknown, yes"
+            if self.queue is None or self.queue: return True
+            return self.ssl_object is not None and (self.bio is None or self.bio.pending > 0 or self.ssl_object.pending() > 0)
 
-    class Backend(httpcore.AsyncNetworkBackend):
-        "Connections opened by anyio, as httpcore's own backend opens them"
-        async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-            try:
-                with anyio.fail_after(timeout): s = await anyio.connect_tcp(host, port, local_host=local_address)
-            except TimeoutError: raise httpcore.ConnectTimeout(f"Connecting to {host} timed out") from None
-            except broken as e: raise httpcore.ConnectError(str(e)) from None
-            sock = s.extra(anyio.abc.SocketAttribute.raw_socket)
-            for opt in socket_options or (): sock.setsockopt(*opt)
-            return Stream(s, sock, getattr(getattr(s, '_protocol', None), 'read_queue', None))  # anyio's asyncio stream
-        async def sleep(self, seconds): await anyio.sleep(seconds)
+    async def tls(s:Stream, host:str, timeout:float) -> Stream:
+        "`s` with TLS started: the shared context, `host`'s certificate checked, HTTP/1.1 agreed"
+        ctx = ssl_context()
+        ctx.set_alpn_protocols(['http/1.1'])  # again: an httpx client given this context may have asked for HTTP/2
+        try:
+            with anyio.fail_after(timeout):
+                t = await anyio.streams.tls.TLSStream.wrap(s.stream, ssl_context=ctx, hostname=host,
+                                                           standard_compatible=False)
+        except BaseException as e:  # cancelled too: the socket is closed here, or it would stay open until collected
+            with anyio.CancelScope(shield=True): await s.aclose()
+            if isinstance(e, TimeoutError): raise httpcore.ConnectTimeout("TLS handshake timed out") from None
+            if isinstance(e, (anyio.EndOfStream, *broken)): raise httpcore.ConnectError(str(e)) from None
+            raise
+        ssl_object = t.extra(anyio.streams.tls.TLSAttribute.ssl_object)
+        if ssl_object.selected_alpn_protocol() not in (None, 'http/1.1'):
+            await t.aclose()
+            raise httpcore.ConnectError("The server does not speak HTTP/1.1")
+        return Stream(t, s.sock, s.queue, ssl_object, getattr(t, '_read_bio', None))  # anyio's TLS stream
 
-    class Body(httpx.AsyncByteStream):
-        "httpcore's answer body, as httpx reads it"
-        def __init__(self, body): self.body = body
-        async def __aiter__(self):
-            async for chunk in self.body: yield chunk
-        async def aclose(self): await self.body.aclose()
+    async def connect(url, timeout:float) -> Stream:
+        "A new connection to `url`'s host, with TLS for https"
+        if url.scheme not in ('http', 'https'): raise httpcore.UnsupportedProtocol(f"No connections for {url.scheme!r}")
+        host = url.raw_host.decode('ascii')
+        try:
+            with anyio.fail_after(timeout):
+                s = await anyio.connect_tcp(host, url.port or (443 if url.scheme == 'https' else 80))
+        except TimeoutError: raise httpcore.ConnectTimeout(f"Connecting to {host} timed out") from None
+        except broken as e: raise httpcore.ConnectError(str(e)) from None
+        queue = getattr(getattr(s, '_protocol', None), 'read_queue', None)  # anyio's asyncio stream
+        s = Stream(s, s.extra(anyio.abc.SocketAttribute.raw_socket), queue)
+        return await tls(s, host, timeout) if url.scheme == 'https' else s
+
+    class Connection:
+        "A keep-alive connection to one provider host, one call at a time; `clean` once an answer was read to its end"
+        def __init__(self, stream): self.stream, self.clean, self.since, self.answer = stream, True, time.monotonic(), None
+        async def call(self, req, body:bytes, cap:int) -> _Answer:
+            self.clean, self.sent, self.answer = False, False, _Answer(cap, head=req.method == 'HEAD')
+            await self.stream.write(_wire(req, body))
+            self.sent = True
+            await _read(self.stream, self.answer)
+            self.clean, self.since = self.answer.keep and not self.answer.extra, time.monotonic()
+            return self.answer
+        async def aclose(self): await self.stream.aclose()
 
     class Borrowed(httpx.AsyncBaseTransport):
         "A connection per provider host, for one call at a time (see `_Transports`)"
-        def __init__(self, home): self.home, self.conns, self.backend = home, {}, Backend()
-        async def connection(self, key, origin, fresh:bool=False):
-            "The kept connection to `origin` if it can be used again (unless `fresh`), else a new one"
+        def __init__(self, home): self.home, self.conns = home, {}
+        async def connection(self, req, fresh:bool=False):
+            "The kept connection to `req`'s host if it can be used again (unless `fresh`), and whether it was kept"
+            u = req.url
+            key = u.raw_scheme, u.raw_host, u.port
             if (conn := self.conns.pop(key, None)) is not None and (fresh or not _reusable(conn)): await conn.aclose()
             elif conn is not None: self.conns[key] = conn; return conn, True
-            conn = self.conns[key] = httpcore.AsyncHTTPConnection(origin, ssl_context=ssl_context(), keepalive_expiry=5.,
-                                                                  network_backend=self.backend)
+            conn = self.conns[key] = Connection(await connect(u, req.extensions.get('timeout', {}).get('connect', 5.)))
             return conn, False
-        async def handle_async_request(self, req):
-            u = req.url
-            url = httpcore.URL(scheme=u.raw_scheme, host=u.raw_host, port=u.port, target=u.raw_path)
-            o = url.origin
-            key = o.scheme, o.host, o.port
-            conn, kept = await self.connection(key, o)
-            def sent(): return httpcore.Request(req.method, url, headers=req.headers.raw, content=req.stream,
-                                                extensions=req.extensions)
-            try: res = await conn.handle_async_request(sent())
+        async def fetch(self, req, cap:int) -> 'httpx.Response':
+            "Send `req` and read its answer, within `cap` bytes of body"
+            try: body = req.content
+            except httpx.RequestNotRead: body = await req.aread()
+            conn, kept = await self.connection(req)
+            try: a = await conn.call(req, body, cap)
             except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError):
-                if not kept: raise
-                conn, _ = await self.connection(key, o, fresh=True)  # the server had closed it: once more, on a new one
-                res = await conn.handle_async_request(sent())
-            return httpx.Response(res.status, headers=res.headers, stream=Body(res.stream), extensions=res.extensions)
+                # a POST that went out may have been acted on: a code or a refresh token must not be sent twice
+                if not kept or conn.answer.got or (conn.sent and req.method not in _idempotent): raise
+                conn, _ = await self.connection(req, fresh=True)  # the server had closed it: once more, on a new one
+                a = await conn.call(req, body, cap)
+            return httpx.Response(a.status, headers=a.headers, stream=httpx.ByteStream(b''.join(a.body)), request=req)
+        async def handle_async_request(self, req): return await self.fetch(req, 1 << 20)
         async def aclose(self):
             conns, self.conns = list(self.conns.values()), {}
             for c in conns: await c.aclose()

@@ -169,7 +169,7 @@ async def _run(f, *args, **kw):
         res = await asyncio.get_running_loop().run_in_executor(hook_pool(), call)
     return await res if inspect.isawaitable(res) else res
 
-# %% ../nbs/api/04_oauth.ipynb #de3f5dc0
+# %% ../nbs/api/04_oauth.ipynb #b5c618a6
 def _htmx(req, res):
     "For htmx requests, turn a redirect into an `HX-Redirect` that htmx performs as a full navigation"
     if 'hx-request' in req.headers and isinstance(res, Response) and res.status_code in (301, 302, 303, 307, 308):
@@ -204,10 +204,18 @@ def _gate(self:OAuth, skip:list):
     first._instances.append(self)
     first.skip.extend(list(skip) + self._skips())
     # plain paths (most of them) in a set; patterns each on its own: inline flags and group numbers stay as written
-    plain = [p for p in first.skip if isinstance(p, str) and not _re_special.search(p)]
-    first._skip_paths, first._skip_res = set(plain), [re.compile(p) for p in first.skip if p not in plain]
+    lits = {p: _literal(p) for p in first.skip}
+    first._skip_paths = {l for l in lits.values() if l is not None}
+    first._skip_res = [re.compile(p) for p, l in lits.items() if l is None]
 
 _re_special = re.compile(r'[.^$*+?{}\[\]\\|()]')  # a skip pattern without these matches only itself
+
+def _literal(p) -> str|None:
+    "The one path the skip pattern `p` matches, if it is plain text (or escaped as `re.escape` does), else `None`"
+    if not isinstance(p, str): return None
+    if not _re_special.search(p): return p
+    lit = re.sub(r'\\(.)', r'\1', p, flags=re.S)
+    return lit if re.escape(lit) == p else None
 
 def _check_joining(gate, redir_path:str, ns:str|None):
     "Refuse a second `OAuth` on an app unless every one has an `ns` of its own and a callback path of its own"
@@ -254,8 +262,9 @@ def static_file(self:OAuth, name:str) -> Path|None:
 @patch
 def _instance(self:OAuth, session) -> 'OAuth':
     "The `OAuth` on this app that logged this session in"
+    if len(insts := self.gate._instances) == 1: return insts[0]  # the common case: one provider
     via = session.get('oauth_via')
-    return next((o for o in self.gate._instances if o.redir_path == via), self)
+    return next((o for o in insts if o.redir_path == via), self)
 
 def _as_response(res, req=None) -> Response:
     "A hook's answer as a response: responses as they are (FastHTML's `Redirect` too), text and FT components as HTML, else 403"
@@ -270,7 +279,8 @@ def _as_response(res, req=None) -> Response:
 def _open(self:OAuth, scope) -> bool:
     "Does this request need no login? (skip paths, and FastHTML's static files)"
     path = get_route_path(scope)  # relative to any mount this app sits under, as its routes are
-    return path in self._skip_paths or any(r.fullmatch(path) for r in self._skip_res) or self._static(scope)
+    if path in self._skip_paths or (self._skip_res and any(r.fullmatch(path) for r in self._skip_res)): return True
+    return self._static(scope)
 
 def _remember_page(req, session):
     "Keep the page a plain GET asked for, to return to after the login"

@@ -73,7 +73,7 @@ def test_nothing_listening_is_a_network_error():
 # ---------------------------------------------------------------------------------------------- misbehaving servers
 class Raw:
     "A raw HTTP server on 127.0.0.1 in a thread of its own: `handler(reader, writer)` per connection; `.conns` counts them"
-    def __init__(self, handler):
+    def __init__(self, handler, ssl=None):
         import threading
         self.handler, self.conns, self.loop, started = handler, 0, asyncio.new_event_loop(), threading.Event()
         async def main():
@@ -84,8 +84,8 @@ class Raw:
                 try: await handler(r, w)
                 except BaseException: pass  # the client went away, or the server is stopping
                 finally: w.close()
-            self.server, self.stopped = await asyncio.start_server(on, '127.0.0.1', 0), asyncio.Event()
-            self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+            self.server, self.stopped = await asyncio.start_server(on, '127.0.0.1', 0, ssl=ssl), asyncio.Event()
+            self.url = f"{'https' if ssl else 'http'}://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
             started.set()
             await self.stopped.wait()
             self.server.close()
@@ -111,8 +111,8 @@ def answer(body:bytes, status=b'200 OK') -> bytes:
 @pytest.fixture
 def raw():
     servers = []
-    def start(handler):
-        servers.append(s := Raw(handler))
+    def start(handler, ssl=None):
+        servers.append(s := Raw(handler, ssl))
         return s
     yield start
     for s in servers: s.stop()
@@ -137,6 +137,42 @@ def test_bytes_after_an_answer_never_reach_the_next_call(raw):
     s = raw(handler)
     got = bodies(AppClient('id', 'secret'), [s.url + '/glued', s.url + '/bob', s.url + '/nocontent', s.url + '/cy'])
     assert got == [b'{"for": "ada"}', b'{"for": "bob"}', b'', b'{"for": "cy"}']
+
+def test_over_tls_an_answer_sent_after_the_answer_never_reaches_the_next_call(raw, tmp_path, monkeypatch):
+    "Two writes make two TLS records that arrive together: the second, not decrypted yet, still keeps the connection from reuse"
+    keyfile, certfile = self_signed(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(certfile, keyfile)
+    async def handler(r, w):
+        while True:
+            path = await request(r)
+            if path == b'/ada':
+                w.write(answer(b'{"for": "ada"}')); w.write(answer(b'{"for": "nobody"}'))
+            else:
+                await asyncio.sleep(0.2)  # so that an answer already waiting would be read first
+                w.write(answer(b'{"for": "%s"}' % path[1:]))
+            await w.drain()
+    s = raw(handler, ssl=ctx)
+    monkeypatch.setattr(client, 'ssl_context', lambda: ssl.create_default_context(cafile=certfile))
+    got = bodies(AppClient('id', 'secret', timeout=5), [s.url + '/ada', s.url + '/bob'])
+    assert got == [b'{"for": "ada"}', b'{"for": "bob"}'] and s.conns == 2
+
+def test_a_post_the_provider_received_is_never_sent_again(raw):
+    "The provider takes a code exchange on a kept connection, then drops it without an answer: the code is not sent twice"
+    seen = []
+    async def handler(r, w):
+        while True:
+            seen.append(path := await request(r))
+            if path == b'/token': w.transport.abort(); return
+            w.write(answer(b'{}')); await w.drain()
+    s = raw(handler)
+    async def main():
+        cli = AppClient('id', 'secret', timeout=3)
+        await cli._afetch(cli.request('GET', s.url + '/.well-known/openid-configuration'))  # leaves a kept connection
+        try: await cli._afetch(cli.request('POST', s.url + '/token', content=b'code=once'))
+        finally: await cli.aclose()
+    with pytest.raises(NetworkError): asyncio.run(main())
+    assert seen == [b'/.well-known/openid-configuration', b'/token']
 
 def test_a_kept_connection_the_server_closed_is_retried_once(raw):
     "The server closes idle connections after 50 ms: calls 40-60 ms apart still all succeed, each on the connection it could use"
