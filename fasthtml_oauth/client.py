@@ -262,10 +262,12 @@ def _wire(req, body:bytes) -> bytes:
     if body or method in (b'POST', b'PUT', b'PATCH'): lines.append(b'Content-Length: %d' % len(body))
     return b'\r\n'.join(lines) + b'\r\n\r\n' + body
 
-# %% ../nbs/api/01_client.ipynb #e3674f61
+# %% ../nbs/api/01_client.ipynb #de5cd95d
 def _framed(status:int, version:str, headers:list) -> bool:
     "Can an answer with this status and headers be read as HTTP/1.x knows it? (llhttp lets a few more through)"
-    te = [v.strip().lower() for k, v in headers if k.lower() == b'transfer-encoding']
+    names = [k.lower() for k, _ in headers]
+    te = [v.lower() for k, v in headers if k.lower() == b'transfer-encoding']
+    if status < 200 and (b'content-length' in names or te): return False  # an interim answer ends at its blank line
     return version in ('1.1', '1.0') and 100 <= status <= 599 and te in ([], [b'chunked'])
 
 class _Answer:
@@ -277,7 +279,7 @@ class _Answer:
         self.done = self.extra = self.keep = self.in_head = self.bad = False
     def on_message_begin(self): self.extra, self.in_head = self.extra or self.done, not self.done
     def on_header(self, k, v):
-        if self.in_head: self.headers.append((k, v))  # not a chunked body's trailers: they are not headers
+        if self.in_head: self.headers.append((k, v.strip(b' \t')))  # not a chunked body's trailers: not headers
     def on_headers_complete(self):
         if self.done: return
         self.in_head, self.status, self.keep = False, self.parser.get_status_code(), self.parser.should_keep_alive()
